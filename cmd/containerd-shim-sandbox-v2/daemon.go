@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/containerd/fifo"
+	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/sandbox"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/service"
+)
+
+// shutdownTimeout bounds the flush of queued events and the drain of
+// in-flight requests when the shim exits.
+const shutdownTimeout = 5 * time.Second
+
+// runDaemon is the long-lived shim: it serves the task API on the socket
+// `start` bound (fd 3) until the pod's last container is deleted and
+// containerd says Shutdown.
+func runDaemon(ctx context.Context, f flags) error {
+	// Orphaned container processes are re-parented to us, so their exits
+	// reach the reaper instead of init.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("become child subreaper: %w", err)
+	}
+	// Writing to a log fifo whose reader left must be an EPIPE, not death.
+	// Notify (not Ignore) so that children do not inherit SIG_IGN; the
+	// channel is never read and Notify never blocks on it.
+	signal.Notify(make(chan os.Signal, 1), unix.SIGPIPE)
+	openLog(ctx)
+
+	l, err := listener(f.socket)
+	if err != nil {
+		return err
+	}
+	socketPath := l.Addr().String()
+	defer os.Remove(socketPath)
+
+	reaper := process.NewReaper()
+	// go-runc's monitor is a package variable; it is set here, once, so
+	// every runtime command is started and reaped through our reaper.
+	runc.Monitor = reaper
+	publisher := sandbox.NewRemotePublisher(os.Getenv("TTRPC_ADDRESS"), f.namespace)
+	defer publisher.Close()
+	m := sandbox.NewManager(ctx, sandbox.Config{Namespace: f.namespace, Publisher: publisher, Reaper: reaper})
+
+	server, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()))
+	if err != nil {
+		return err
+	}
+	service.Register(server, service.NewTask(m, process.RuntimeOptions{}))
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- server.Serve(ctx, l) }()
+
+	// SIGTERM and SIGINT sent to the shim are never forwarded to the
+	// containers. They end the shim only once it holds no container, as
+	// Shutdown does: a shim that left would orphan its containers' IO and
+	// lose their exits.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, unix.SIGTERM, unix.SIGINT)
+	defer signal.Stop(term)
+
+	var serveFailed error
+loop:
+	for {
+		select {
+		case <-m.Done():
+			break loop
+		case s := <-term:
+			log.G(ctx).WithField("signal", s).Info("shim signalled")
+			m.Shutdown(ctx)
+		case err := <-serveErr:
+			serveFailed = err
+			break loop
+		}
+	}
+
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := m.Close(sctx); err != nil {
+		log.G(ctx).WithError(err).Warn("events not flushed before exit")
+	}
+	if err := server.Shutdown(sctx); err != nil {
+		server.Close()
+	}
+	if serveFailed == nil {
+		// Serve returns ErrServerClosed after Shutdown.
+		<-serveErr
+	}
+	if serveFailed != nil && !errors.Is(serveFailed, ttrpc.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", serveFailed)
+	}
+	return nil
+}
+
+// listener returns the socket `start` bound and passed as fd 3, or a new
+// one at path.
+func listener(path string) (net.Listener, error) {
+	if path != "" {
+		return net.Listen("unix", path)
+	}
+	l, err := net.FileListener(os.NewFile(3, "socket"))
+	if err != nil {
+		return nil, fmt.Errorf("inherited socket (fd 3): %w", err)
+	}
+	return l, nil
+}
+
+// openLog points the shim's stderr, and so its logs and any crash, at the
+// "log" fifo containerd reads in the bundle (the working directory). A
+// shim started by hand has none and logs to its own stderr.
+func openLog(ctx context.Context) {
+	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	f, err := fifo.OpenFifoDup2(octx, "log", unix.O_WRONLY, 0o700, int(os.Stderr.Fd()))
+	if err != nil {
+		return
+	}
+	// The dup on fd 2 is what is used from here on.
+	f.Close()
+	log.L.Logger.SetOutput(os.Stderr)
+}

@@ -1,0 +1,20 @@
+package process
+
+import (
+	"context"
+
+	runc "github.com/containerd/go-runc"
+)
+
+// Engine is the OCI runtime as the shim uses it: the subset of go-runc's
+// *runc.Runc that container processes need. It is the boundary below which
+// unit tests may fake.
+type Engine interface {
+	Create(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error
+	Start(ctx context.Context, id string) error
+	Kill(ctx context.Context, id string, sig int, opts *runc.KillOpts) error
+	Delete(ctx context.Context, id string, opts *runc.DeleteOpts) error
+	Ps(ctx context.Context, id string) ([]int, error)
+}
+
+var _ Engine = (*runc.Runc)(nil)

@@ -1,0 +1,240 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/fifo"
+	"golang.org/x/sys/unix"
+)
+
+// Stdio names a process's streams as containerd gives them: fifo paths
+// (or, from issue 4 on, log URIs); an empty name means no stream.
+type Stdio struct {
+	Stdin    string
+	Stdout   string
+	Stderr   string
+	Terminal bool
+}
+
+// processIO connects a process to containerd's fifos.
+//
+// stdout and stderr are zero-copy: the container gets the fifo's write end
+// itself, so its bytes go straight to containerd's reader with no shim
+// goroutine or buffer in between, and every byte written before exit is in
+// the fifo when the exit is reported. The shim keeps a read end of each
+// fifo open and never reads it: with it, a containerd restart (reader gone)
+// makes the container block once the pipe is full rather than die of
+// SIGPIPE, which is what the runc shim's copy loop gives too.
+//
+// stdin is copied, because a fifo opened for reading before containerd's
+// writer exists reads as EOF: the shim opens it the blocking way and copies
+// into a pipe whose read end the container gets.
+type processIO struct {
+	// child holds the fds the runtime passes to the container; the shim's
+	// copies are closed once the runtime has started (closeChildSide).
+	childStdin, childStdout, childStderr *os.File
+
+	// keepOpen are the shim's idle read ends of the stdout/stderr fifos.
+	keepOpen []*os.File
+
+	stdinMu sync.Mutex
+	// stdinFifo and stdinPipe are the copy's source and sink. Guarded by
+	// stdinMu; nil once closed (CloseIO or Close).
+	stdinFifo io.ReadCloser
+	stdinPipe *os.File
+	// copyDone is closed when the stdin copy goroutine returns.
+	copyDone chan struct{}
+}
+
+// openIO opens the streams of one process. uid and gid own the pipes the
+// container writes to (runtime option IoUid/IoGid).
+func openIO(ctx context.Context, s Stdio, uid, gid int) (_ *processIO, retErr error) {
+	if s.Terminal {
+		return nil, fmt.Errorf("terminal: %w", errdefs.ErrNotImplemented)
+	}
+	p := &processIO{}
+	defer func() {
+		if retErr != nil {
+			p.Close()
+		}
+	}()
+	for _, name := range []string{s.Stdin, s.Stdout, s.Stderr} {
+		if err := checkStreamName(name); err != nil {
+			return nil, err
+		}
+	}
+	if s.Stdout != "" {
+		w, err := p.openWriteEnd(s.Stdout)
+		if err != nil {
+			return nil, fmt.Errorf("open stdout %q: %w", s.Stdout, err)
+		}
+		p.childStdout = w
+	}
+	switch {
+	case s.Stderr == "":
+	case s.Stderr == s.Stdout:
+		p.childStderr = p.childStdout
+	default:
+		w, err := p.openWriteEnd(s.Stderr)
+		if err != nil {
+			return nil, fmt.Errorf("open stderr %q: %w", s.Stderr, err)
+		}
+		p.childStderr = w
+	}
+	if s.Stdin != "" {
+		if err := p.openStdin(ctx, s.Stdin, uid, gid); err != nil {
+			return nil, fmt.Errorf("open stdin %q: %w", s.Stdin, err)
+		}
+	}
+	return p, nil
+}
+
+// checkStreamName rejects log URIs, which arrive with issue 4, and relative
+// paths, which would resolve against the shim's working directory.
+func checkStreamName(name string) error {
+	if name == "" {
+		return nil
+	}
+	if strings.Contains(name, "://") {
+		u, err := url.Parse(name)
+		if err != nil {
+			return fmt.Errorf("stream %q: %w", name, errdefs.ErrInvalidArgument)
+		}
+		return fmt.Errorf("stream scheme %q: %w", u.Scheme, errdefs.ErrNotImplemented)
+	}
+	if !strings.HasPrefix(name, "/") {
+		return fmt.Errorf("stream path %q is not absolute: %w", name, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// openWriteEnd opens path for the container to write to. A fifo (created
+// if missing, as containerd's fifo package would) gets the keep-open read
+// end first, which also lets the O_WRONLY open succeed at once; anything
+// else (a file, /dev/null) is opened for appending.
+func (p *processIO) openWriteEnd(path string) (*os.File, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := unix.Mkfifo(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, err
+		}
+		fi, err = os.Stat(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode()&os.ModeNamedPipe == 0 {
+		return os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	}
+	rfd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	p.keepOpen = append(p.keepOpen, os.NewFile(uintptr(rfd), path))
+	wfd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(wfd), path), nil
+}
+
+func (p *processIO) openStdin(ctx context.Context, path string, uid, gid int) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	p.childStdin, p.stdinPipe = r, w
+	if err := r.Chown(uid, gid); err != nil {
+		return err
+	}
+	// The fifo package's non-blocking open returns at once and defers the
+	// real open to the first Read, which blocks until containerd's writer
+	// is there. The open outlives this request, so it must not take ctx's
+	// cancellation: it is undone by Close instead.
+	f, err := fifo.OpenFifo(context.WithoutCancel(ctx), path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	p.stdinFifo = f
+	p.copyDone = make(chan struct{})
+	go p.copyStdin(f, w)
+	return nil
+}
+
+// copyStdin copies containerd's stdin fifo into the container until the
+// writer closes it (EOF for the container) or CloseIO/Close stops it.
+func (p *processIO) copyStdin(src io.Reader, dst io.Writer) {
+	defer close(p.copyDone)
+	buf := make([]byte, 32<<10)
+	_, _ = io.CopyBuffer(dst, src, buf)
+	p.CloseStdin()
+}
+
+// Set gives the container's fds to the runtime command; go-runc calls it.
+func (p *processIO) Set(cmd *exec.Cmd) {
+	if p.childStdin != nil {
+		cmd.Stdin = p.childStdin
+	}
+	if p.childStdout != nil {
+		cmd.Stdout = p.childStdout
+	}
+	if p.childStderr != nil {
+		cmd.Stderr = p.childStderr
+	}
+}
+
+// The methods below complete go-runc's IO interface; the shim never reads
+// the container's output through go-runc.
+func (p *processIO) Stdin() io.WriteCloser { return nil }
+func (p *processIO) Stdout() io.ReadCloser { return nil }
+func (p *processIO) Stderr() io.ReadCloser { return nil }
+
+// closeChildSide closes the shim's copies of the container's fds once the
+// runtime has handed them on, so that EOF reaches readers when the
+// container's own copies close.
+func (p *processIO) closeChildSide() {
+	for _, f := range []*os.File{p.childStdin, p.childStdout, p.childStderr} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	p.childStdin, p.childStdout, p.childStderr = nil, nil, nil
+}
+
+// CloseStdin ends the container's stdin (CloseIO): the pipe's writer closes
+// and the container reads EOF.
+func (p *processIO) CloseStdin() {
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	if p.stdinFifo != nil {
+		p.stdinFifo.Close()
+		p.stdinFifo = nil
+	}
+	if p.stdinPipe != nil {
+		p.stdinPipe.Close()
+		p.stdinPipe = nil
+	}
+}
+
+// Close releases every fd and waits for the stdin copy to return.
+func (p *processIO) Close() error {
+	p.closeChildSide()
+	p.CloseStdin()
+	if p.copyDone != nil {
+		<-p.copyDone
+	}
+	for _, f := range p.keepOpen {
+		f.Close()
+	}
+	p.keepOpen = nil
+	return nil
+}

@@ -1,0 +1,71 @@
+package process
+
+import (
+	"fmt"
+
+	"github.com/containerd/errdefs"
+)
+
+// State is where a process is in its life. The in-between states
+// (Starting, Deleting) exist so that a second caller arriving while runc is
+// still working gets a clean FailedPrecondition instead of racing it.
+type State int
+
+const (
+	Created State = iota + 1
+	Starting
+	Running
+	Stopped
+	Deleting
+	Deleted
+)
+
+func (s State) String() string {
+	switch s {
+	case Created:
+		return "created"
+	case Starting:
+		return "starting"
+	case Running:
+		return "running"
+	case Stopped:
+		return "stopped"
+	case Deleting:
+		return "deleting"
+	case Deleted:
+		return "deleted"
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// allowed is the transition table of a process. Every state change goes
+// through transition, which consults it.
+func allowed(from, to State) bool {
+	switch from {
+	case Created:
+		// Stopped: the process died (killed, or runc init failed) before Start.
+		return to == Starting || to == Stopped || to == Deleting
+	case Starting:
+		// Created: runc start failed and the container is still there to delete.
+		// Stopped: the process exited before Start returned (/bin/true).
+		return to == Running || to == Stopped || to == Created
+	case Running:
+		return to == Stopped
+	case Stopped:
+		return to == Deleting
+	case Deleting:
+		// Back to Created or Stopped when the delete failed and may be retried.
+		return to == Deleted || to == Created || to == Stopped
+	}
+	return false
+}
+
+// transition moves *cur to next or explains why it cannot. op names the
+// operation for the error message.
+func transition(cur *State, next State, op, id string) error {
+	if !allowed(*cur, next) {
+		return fmt.Errorf("%s %q: process is %s: %w", op, id, *cur, errdefs.ErrFailedPrecondition)
+	}
+	*cur = next
+	return nil
+}

@@ -1,0 +1,33 @@
+package sandbox
+
+import (
+	"context"
+	"time"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+)
+
+// CleanupResult is what the `delete` action reports to containerd.
+type CleanupResult struct {
+	Pid        int
+	ExitStatus int
+	ExitedAt   time.Time
+}
+
+// Cleanup is the `delete` action, run by containerd when a container's
+// shim is gone: it force-deletes the container from the runtime and
+// unmounts its rootfs. Running it again finds nothing to do and succeeds.
+func Cleanup(ctx context.Context, namespace, id, bundle string) (CleanupResult, error) {
+	st, err := readBundleState(bundle)
+	if err != nil {
+		// Fall back to the defaults; a broken state file must not keep a
+		// dead container around.
+		st = bundleState{}
+	}
+	engine := process.NewRuncEngine(st.Options, namespace, bundle)
+	pid, err := process.Cleanup(ctx, engine, id, bundle)
+	if err != nil {
+		return CleanupResult{}, err
+	}
+	return CleanupResult{Pid: pid, ExitStatus: process.KilledStatus, ExitedAt: time.Now()}, nil
+}

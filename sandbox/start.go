@@ -1,0 +1,204 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/cgroups"
+)
+
+// Grouping annotations: containers naming the same group share one shim.
+const (
+	annotationSandboxID = "io.kubernetes.cri.sandbox-id"
+	annotationGroup     = "io.containerd.runc.v2.group"
+)
+
+// DefaultSocketDir is where sockets go when containerd does not say
+// (every containerd before 2.3).
+const DefaultSocketDir = "/run/containerd/s"
+
+// socketPathLimit is sun_path's size less its NUL.
+const socketPathLimit = 107
+
+// StartConfig is what the `start` action knows about the container
+// containerd wants a shim for.
+type StartConfig struct {
+	ID        string
+	Namespace string
+	// Bundle is the container's bundle (the action's working directory).
+	Bundle string
+	// GRPCAddress and TTRPCAddress are containerd's sockets.
+	GRPCAddress  string
+	TTRPCAddress string
+	SocketDir    string
+	Debug        bool
+	// ShimCgroup, from the runtime options, is where the new shim goes.
+	ShimCgroup string
+	// Executable is this binary, started again as the shim daemon.
+	Executable string
+}
+
+// StartShim returns the address of the shim serving the container's pod,
+// starting the shim when it is not running. For the second and later
+// containers of a pod it only reads config.json and dials a socket.
+func StartShim(ctx context.Context, cfg StartConfig) (string, error) {
+	group := cfg.ID
+	if s, err := readSpec(cfg.Bundle); err == nil {
+		group = groupID(s.Annotations, cfg.ID)
+	}
+	dir := cfg.SocketDir
+	if dir == "" {
+		dir = DefaultSocketDir
+	}
+	path := socketPath(dir, cfg.GRPCAddress, cfg.Namespace, group)
+	address := "unix://" + path
+	l, err := listenOrFind(path)
+	if errors.Is(err, errShimRunning) {
+		return address, writeAddressFile(cfg.Bundle, address)
+	}
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	if err := startDaemon(ctx, cfg, l); err != nil {
+		os.Remove(path)
+		return "", err
+	}
+	return address, writeAddressFile(cfg.Bundle, address)
+}
+
+// groupID is the pod a container belongs to, or its own id.
+func groupID(annotations map[string]string, id string) string {
+	if g := annotations[annotationSandboxID]; g != "" {
+		return g
+	}
+	if g := annotations[annotationGroup]; g != "" {
+		return g
+	}
+	return id
+}
+
+// socketPath hashes containerd's address, the namespace and the group, as
+// the runc shim does, so that private containerds sharing the socket
+// directory never collide and the path stays short.
+func socketPath(dir, containerdAddress, namespace, group string) string {
+	sum := sha256.Sum256([]byte(filepath.Join(containerdAddress, namespace, group)))
+	return filepath.Join(dir, fmt.Sprintf("%x", sum))
+}
+
+var errShimRunning = errors.New("shim already running")
+
+// listenOrFind binds the socket, or reports errShimRunning when a live shim
+// owns it. A socket nobody answers on is stale (its shim died) and is
+// replaced. Binding is atomic, so of two concurrent starts one binds and
+// the other finds it.
+func listenOrFind(path string) (*net.UnixListener, error) {
+	if len(path) > socketPathLimit {
+		return nil, fmt.Errorf("socket path %q is over %d bytes", path, socketPathLimit)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	for attempt := 0; attempt < 2; attempt++ {
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err == nil {
+			l.SetUnlinkOnClose(false)
+			if err := os.Chmod(path, 0o600); err != nil {
+				l.Close()
+				return nil, err
+			}
+			return l, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("listen on %q: %w", path, err)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, errShimRunning
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale socket %q: %w", path, err)
+		}
+	}
+	return nil, fmt.Errorf("listen on %q: socket keeps reappearing", path)
+}
+
+// startDaemon starts this binary as the pod's shim, serving on l (its fd
+// 3), in its own process group so containerd's signals to the start
+// helper's group do not reach it.
+func startDaemon(ctx context.Context, cfg StartConfig, l *net.UnixListener) error {
+	f, err := l.File()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	args := []string{"-namespace", cfg.Namespace, "-id", cfg.ID, "-address", cfg.GRPCAddress}
+	if cfg.Debug {
+		args = append(args, "-debug")
+	}
+	cmd := exec.Command(cfg.Executable, args...)
+	cmd.Dir = cfg.Bundle
+	cmd.Env = append(os.Environ(), "TTRPC_ADDRESS="+cfg.TTRPCAddress)
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start shim daemon: %w", err)
+	}
+	pid := cmd.Process.Pid
+	// The start helper exits right after this; the daemon is reparented
+	// and never waited for here.
+	_ = cmd.Process.Release()
+	if cfg.ShimCgroup != "" {
+		if err := cgroups.PlaceProcess(cgroups.DefaultRoot, cfg.ShimCgroup, pid); err != nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+			return fmt.Errorf("place shim in cgroup %q: %w", cfg.ShimCgroup, err)
+		}
+	}
+	if err := adjustOOMScore(pid); err != nil {
+		log.G(ctx).WithError(err).Warn("shim oom_score_adj not raised")
+	}
+	return nil
+}
+
+// adjustOOMScore makes the shim a slightly likelier OOM victim than
+// containerd (its parent's score + 1), never a less likely one: raising a
+// score needs no privilege, lowering needs CAP_SYS_RESOURCE.
+func adjustOOMScore(pid int) error {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", os.Getppid()))
+	if err != nil {
+		return err
+	}
+	score, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return err
+	}
+	if score >= 1000 {
+		return nil
+	}
+	return os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(strconv.Itoa(score+1)), 0)
+}
+
+// writeAddressFile records the shim address in the bundle, where
+// containerd 1.6 looks for it when it reconnects after a restart.
+func writeAddressFile(bundle, address string) error {
+	if bundle == "" {
+		return nil
+	}
+	tmp := filepath.Join(bundle, ".address")
+	if err := os.WriteFile(tmp, []byte(address), 0o600); err != nil {
+		return fmt.Errorf("write address file: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(bundle, "address"))
+}

@@ -1,0 +1,219 @@
+package service
+
+import (
+	"context"
+	"fmt"
+
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/sandbox"
+)
+
+// Task serves containerd's task API for every container of the pod.
+type Task struct {
+	m *sandbox.Manager
+	// defaults are the runtime options the shim was started with, used
+	// when a create request carries none.
+	defaults process.RuntimeOptions
+}
+
+// NewTask returns the task service over m.
+func NewTask(m *sandbox.Manager, defaults process.RuntimeOptions) *Task {
+	return &Task{m: m, defaults: defaults}
+}
+
+func (t *Task) methods() map[string]ttrpc.Method {
+	return map[string]ttrpc.Method{
+		"State":      method(t.State),
+		"Create":     method(t.Create),
+		"Start":      method(t.Start),
+		"Delete":     method(t.Delete),
+		"Pids":       method(t.Pids),
+		"Pause":      method(notImplemented[taskapi.PauseRequest]("pause")),
+		"Resume":     method(notImplemented[taskapi.ResumeRequest]("resume")),
+		"Checkpoint": method(notImplemented[taskapi.CheckpointTaskRequest]("checkpoint")),
+		"Kill":       method(t.Kill),
+		"Exec":       method(notImplemented[taskapi.ExecProcessRequest]("exec")),
+		"ResizePty":  method(notImplemented[taskapi.ResizePtyRequest]("resize pty")),
+		"CloseIO":    method(t.CloseIO),
+		"Update":     method(notImplemented[taskapi.UpdateTaskRequest]("update")),
+		"Wait":       method(t.Wait),
+		"Stats":      method(notImplemented[taskapi.StatsRequest]("stats")),
+		"Connect":    method(t.Connect),
+		"Shutdown":   method(t.Shutdown),
+	}
+}
+
+// notImplemented answers an RPC whose issue has not landed yet.
+func notImplemented[Req any](op string) func(context.Context, *Req) (*emptypb.Empty, error) {
+	return func(context.Context, *Req) (*emptypb.Empty, error) {
+		return nil, fmt.Errorf("%s: %w", op, errdefs.ErrNotImplemented)
+	}
+}
+
+// noExecs rejects requests naming an exec process until exec lands.
+func noExecs(op, execID string) error {
+	if execID != "" {
+		return fmt.Errorf("%s exec %q: %w", op, execID, errdefs.ErrNotImplemented)
+	}
+	return nil
+}
+
+func (t *Task) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*taskapi.CreateTaskResponse, error) {
+	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
+		return nil, fmt.Errorf("create %q from checkpoint: %w", r.ID, errdefs.ErrNotImplemented)
+	}
+	opts, err := runtimeOptions(r.Options, t.defaults)
+	if err != nil {
+		return nil, fmt.Errorf("create %q: %w", r.ID, err)
+	}
+	mounts := make([]process.Mount, 0, len(r.Rootfs))
+	for _, m := range r.Rootfs {
+		mounts = append(mounts, process.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+	}
+	pid, err := t.m.Create(ctx, sandbox.CreateRequest{
+		ID:      r.ID,
+		Bundle:  r.Bundle,
+		Rootfs:  mounts,
+		Stdio:   process.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		Options: opts,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &taskapi.CreateTaskResponse{Pid: uint32(pid)}, nil
+}
+
+func (t *Task) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.StartResponse, error) {
+	if err := noExecs("start", r.ExecID); err != nil {
+		return nil, err
+	}
+	pid, err := t.m.Start(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &taskapi.StartResponse{Pid: uint32(pid)}, nil
+}
+
+func (t *Task) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskapi.DeleteResponse, error) {
+	if err := noExecs("delete", r.ExecID); err != nil {
+		return nil, err
+	}
+	st, err := t.m.Delete(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &taskapi.DeleteResponse{
+		Pid:        uint32(st.Pid),
+		ExitStatus: uint32(st.ExitStatus),
+		ExitedAt:   timestamppb.New(st.ExitedAt),
+	}, nil
+}
+
+func (t *Task) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.StateResponse, error) {
+	if err := noExecs("state", r.ExecID); err != nil {
+		return nil, err
+	}
+	st, err := t.m.State(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	resp := &taskapi.StateResponse{
+		ID:         st.ID,
+		Bundle:     st.Bundle,
+		Pid:        uint32(st.Pid),
+		Status:     taskStatus(st.State),
+		Stdin:      st.Stdio.Stdin,
+		Stdout:     st.Stdio.Stdout,
+		Stderr:     st.Stdio.Stderr,
+		Terminal:   st.Stdio.Terminal,
+		ExitStatus: uint32(st.ExitStatus),
+	}
+	if !st.ExitedAt.IsZero() {
+		resp.ExitedAt = timestamppb.New(st.ExitedAt)
+	}
+	return resp, nil
+}
+
+// taskStatus maps the process state machine onto containerd's status.
+// The in-between states report where the process still is.
+func taskStatus(s process.State) task.Status {
+	switch s {
+	case process.Created, process.Starting:
+		return task.Status_CREATED
+	case process.Running:
+		return task.Status_RUNNING
+	case process.Stopped, process.Deleting, process.Deleted:
+		return task.Status_STOPPED
+	}
+	return task.Status_UNKNOWN
+}
+
+func (t *Task) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Empty, error) {
+	if err := noExecs("kill", r.ExecID); err != nil {
+		return nil, err
+	}
+	if r.Signal == 0 || r.Signal > 64 {
+		return nil, fmt.Errorf("kill %q: signal %d: %w", r.ID, r.Signal, errdefs.ErrInvalidArgument)
+	}
+	if err := t.m.Kill(ctx, r.ID, int(r.Signal), r.All); err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
+}
+
+func (t *Task) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.WaitResponse, error) {
+	if err := noExecs("wait", r.ExecID); err != nil {
+		return nil, err
+	}
+	st, err := t.m.Wait(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &taskapi.WaitResponse{ExitStatus: uint32(st.ExitStatus), ExitedAt: timestamppb.New(st.ExitedAt)}, nil
+}
+
+func (t *Task) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.PidsResponse, error) {
+	pids, err := t.m.Pids(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	resp := &taskapi.PidsResponse{Processes: make([]*task.ProcessInfo, 0, len(pids))}
+	for _, pid := range pids {
+		resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: uint32(pid)})
+	}
+	return resp, nil
+}
+
+func (t *Task) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*emptypb.Empty, error) {
+	if err := noExecs("close io", r.ExecID); err != nil {
+		return nil, err
+	}
+	if !r.Stdin {
+		return &emptypb.Empty{}, nil
+	}
+	if err := t.m.CloseIO(ctx, r.ID); err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
+}
+
+func (t *Task) Connect(ctx context.Context, r *taskapi.ConnectRequest) (*taskapi.ConnectResponse, error) {
+	shimPid, taskPid, err := t.m.Connect(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &taskapi.ConnectResponse{ShimPid: uint32(shimPid), TaskPid: uint32(taskPid)}, nil
+}
+
+func (t *Task) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*emptypb.Empty, error) {
+	t.m.Shutdown(ctx)
+	return &emptypb.Empty{}, nil
+}
+
