@@ -49,9 +49,9 @@ func isRuntimeNotFound(err error) bool {
 	}
 	msg := err.Error()
 	for _, s := range []string{
-		"does not exist",      // runc: container does not exist
-		"not found",           // runc 1.0: container not found
-		"No such file",        // crun: state file missing
+		"does not exist",        // runc: container does not exist
+		"not found",             // runc 1.0: container not found
+		"No such file",          // crun: state file missing
 		"container not running", // runc kill on a stopped container
 		"process already finished",
 	} {

@@ -43,7 +43,7 @@ type Manager struct {
 	// runs out of time; wg joins both goroutines.
 	stop         chan struct{}
 	cancelEvents context.CancelFunc
-	wg   sync.WaitGroup
+	wg           sync.WaitGroup
 	// exit is closed once Shutdown finds no container left.
 	exit     chan struct{}
 	exitOnce sync.Once

@@ -216,4 +216,3 @@ func (t *Task) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*empty
 	t.m.Shutdown(ctx)
 	return &emptypb.Empty{}, nil
 }
-
