@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# install-deps.sh installs what the end-to-end tests need on a Debian 12
+# machine, as root. It is idempotent and fast on a rerun: each step checks
+# whether its result is already there first.
+#
+#   apt:  runc crun busybox-static containerd (1.6.20: the legacy daemon)
+#   go:   containerd, ctr, containerd-shim-runc-v2 at $CONTAINERD_V24 and at
+#         $CONTAINERD_V22 into /opt/shimtest/containerd-<version>
+#         staticcheck into /opt/shimtest/tools
+#
+# Nothing is downloaded except through apt and the Go module proxy.
+set -euo pipefail
+
+: "${SHIMTEST_ROOT:=/opt/shimtest}"
+: "${CONTAINERD_V24:=v2.4.2}"
+# The newest v2.2 patch release on the module proxy when this was written
+# (go list -m -versions github.com/containerd/containerd/v2).
+: "${CONTAINERD_V22:=v2.2.9}"
+: "${STATICCHECK_VERSION:=latest}"
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+
+if [[ $(id -u) -ne 0 ]]; then
+	log "must run as root (apt-get, /opt/shimtest)"
+	exit 1
+fi
+
+# A stable Go cache, so reruns and CI runs on a kept machine are fast.
+if [[ -z "${GOCACHE:-}" ]]; then
+	if [[ -n "${HOME:-}" && -d "${HOME}" ]]; then
+		GOCACHE="$(go env GOCACHE)"
+	else
+		GOCACHE="${SHIMTEST_ROOT}/cache/go-build"
+	fi
+fi
+if [[ -z "${GOMODCACHE:-}" ]]; then
+	if [[ -n "${HOME:-}" && -d "${HOME}" ]]; then
+		GOMODCACHE="$(go env GOMODCACHE)"
+	else
+		GOMODCACHE="${SHIMTEST_ROOT}/cache/mod"
+	fi
+fi
+export GOCACHE GOMODCACHE
+
+# --- apt ---------------------------------------------------------------------
+
+apt_missing() {
+	local pkg missing=()
+	for pkg in "$@"; do
+		if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+			missing+=("$pkg")
+		fi
+	done
+	echo "${missing[@]:-}"
+}
+
+# containerd_pids prints the pids of running /usr/bin/containerd daemons.
+containerd_pids() {
+	local p exe
+	for p in /proc/[0-9]*; do
+		exe=$(readlink "$p/exe" 2>/dev/null) || continue
+		[[ "$exe" == /usr/bin/containerd ]] && echo "${p#/proc/}"
+	done
+	return 0
+}
+
+install_apt() {
+	local missing
+	missing=$(apt_missing runc crun busybox-static containerd)
+	if [[ -z "$missing" ]]; then
+		log "apt packages present"
+		return
+	fi
+	log "apt-get install $missing"
+	if ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
+		apt-get update -q
+	fi
+	local before after p
+	before=$(containerd_pids)
+	# shellcheck disable=SC2086 # word splitting of the package list is wanted
+	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing; then
+		# The lists may be stale (a package version gone from the mirror).
+		apt-get update -q
+		# shellcheck disable=SC2086
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+	fi
+	# Debian's containerd postinst starts the daemon only under systemd;
+	# should any init system have started one, stop it: the tests run
+	# private daemons and must not share the default socket with another.
+	after=$(containerd_pids)
+	for p in $after; do
+		if ! grep -qx "$p" <<<"$before"; then
+			log "stopping containerd daemon pid $p started by the package"
+			kill "$p" 2>/dev/null || true
+		fi
+	done
+}
+
+# --- go install ---------------------------------------------------------------
+
+# have_go_binary BIN MODULE VERSION succeeds when BIN was built from
+# MODULE at VERSION.
+have_go_binary() {
+	local bin=$1 mod=$2 ver=$3
+	[[ -x "$bin" ]] || return 1
+	go version -m "$bin" 2>/dev/null | awk -v m="$mod" -v v="$ver" \
+		'$1 == "mod" && $2 == m && $3 == v { found = 1 } END { exit !found }'
+}
+
+install_containerd() {
+	local ver=$1 dir="${SHIMTEST_ROOT}/containerd-$1" cmd need=()
+	for cmd in containerd ctr containerd-shim-runc-v2; do
+		if ! have_go_binary "$dir/$cmd" github.com/containerd/containerd/v2 "$ver"; then
+			need+=("github.com/containerd/containerd/v2/cmd/$cmd@$ver")
+		fi
+	done
+	if [[ ${#need[@]} -eq 0 ]]; then
+		log "containerd $ver present in $dir"
+		return
+	fi
+	log "go install ${need[*]} -> $dir"
+	mkdir -p "$dir"
+	(cd / && GOBIN="$dir" GOFLAGS=-buildvcs=false go install "${need[@]}")
+}
+
+install_staticcheck() {
+	local dir="${SHIMTEST_ROOT}/tools"
+	if [[ -x "$dir/staticcheck" ]] && "$dir/staticcheck" -version >/dev/null 2>&1; then
+		if [[ "$STATICCHECK_VERSION" == latest ]] || have_go_binary "$dir/staticcheck" honnef.co/go/tools "$STATICCHECK_VERSION"; then
+			log "staticcheck present in $dir"
+			return
+		fi
+	fi
+	log "go install staticcheck@$STATICCHECK_VERSION -> $dir"
+	mkdir -p "$dir"
+	(cd / && GOBIN="$dir" GOFLAGS=-buildvcs=false go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}")
+}
+
+if ! command -v go >/dev/null; then
+	log "go is not on PATH"
+	exit 1
+fi
+
+install_apt
+install_containerd "$CONTAINERD_V24"
+install_containerd "$CONTAINERD_V22"
+install_staticcheck
+log "done"
