@@ -20,5 +20,3 @@ import (
 	_ "github.com/opencontainers/runtime-spec/specs-go"
 	_ "golang.org/x/sys/unix"
 )
-
-
