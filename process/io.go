@@ -43,6 +43,10 @@ type processIO struct {
 	// copies are closed once the runtime has started (closeChildSide).
 	childStdin, childStdout, childStderr *os.File
 
+	// null is /dev/null, shared by the streams nobody asked for; closed
+	// with the child side.
+	null *os.File
+
 	// keepOpen are the shim's idle read ends of the stdout/stderr fifos.
 	keepOpen []*os.File
 
@@ -95,7 +99,31 @@ func openIO(ctx context.Context, s Stdio, uid, gid int) (_ *processIO, retErr er
 			return nil, fmt.Errorf("open stdin %q: %w", s.Stdin, err)
 		}
 	}
+	if err := p.fillNull(); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// fillNull gives every stream nobody asked for /dev/null. Leaving one
+// unset is not the same: go-runc then captures the runtime's output
+// through a pipe that the container inherits, and waiting for runc create
+// would wait for the container to close it, i.e. to exit.
+func (p *processIO) fillNull() error {
+	if p.childStdin != nil && p.childStdout != nil && p.childStderr != nil {
+		return nil
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	p.null = null
+	for _, f := range []**os.File{&p.childStdin, &p.childStdout, &p.childStderr} {
+		if *f == nil {
+			*f = null
+		}
+	}
+	return nil
 }
 
 // checkStreamName rejects log URIs, which arrive with issue 4, and relative
@@ -181,15 +209,14 @@ func (p *processIO) copyStdin(src io.Reader, dst io.Writer) {
 
 // Set gives the container's fds to the runtime command; go-runc calls it.
 func (p *processIO) Set(cmd *exec.Cmd) {
-	if p.childStdin != nil {
-		cmd.Stdin = p.childStdin
-	}
-	if p.childStdout != nil {
-		cmd.Stdout = p.childStdout
-	}
-	if p.childStderr != nil {
-		cmd.Stderr = p.childStderr
-	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.childStdin, p.childStdout, p.childStderr
+}
+
+// CloseAfterStart closes the shim's copies of the container's fds once the
+// runtime process holds them; go-runc calls it.
+func (p *processIO) CloseAfterStart() error {
+	p.closeChildSide()
+	return nil
 }
 
 // The methods below complete go-runc's IO interface; the shim never reads
@@ -198,16 +225,17 @@ func (p *processIO) Stdin() io.WriteCloser { return nil }
 func (p *processIO) Stdout() io.ReadCloser { return nil }
 func (p *processIO) Stderr() io.ReadCloser { return nil }
 
-// closeChildSide closes the shim's copies of the container's fds once the
-// runtime has handed them on, so that EOF reaches readers when the
-// container's own copies close.
+// closeChildSide closes the shim's copies of the container's fds, so that
+// EOF reaches readers when the container's own copies close.
 func (p *processIO) closeChildSide() {
-	for _, f := range []*os.File{p.childStdin, p.childStdout, p.childStderr} {
-		if f != nil {
+	closed := map[*os.File]bool{}
+	for _, f := range []*os.File{p.childStdin, p.childStdout, p.childStderr, p.null} {
+		if f != nil && !closed[f] {
 			f.Close()
+			closed[f] = true
 		}
 	}
-	p.childStdin, p.childStdout, p.childStderr = nil, nil, nil
+	p.childStdin, p.childStdout, p.childStderr, p.null = nil, nil, nil, nil
 }
 
 // CloseStdin ends the container's stdin (CloseIO): the pipe's writer closes
