@@ -63,13 +63,6 @@ func (q *eventQueue) push(topic string, payload proto.Message) {
 	}
 }
 
-// pending returns how many events are waiting; tests use it.
-func (q *eventQueue) pending() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.items)
-}
-
 // run publishes until close is called and everything pushed before it has
 // been published (or given up on).
 func (q *eventQueue) run(ctx context.Context) {

@@ -51,7 +51,7 @@ func validateBundle(bundle string) error {
 		return fmt.Errorf("bundle path of %d bytes: %w", len(bundle), errdefs.ErrInvalidArgument)
 	case !filepath.IsAbs(bundle):
 		return fmt.Errorf("bundle path %q is not absolute: %w", bundle, errdefs.ErrInvalidArgument)
-	case filepath.Clean(bundle) != strings.TrimSuffix(bundle, "/") || strings.Contains(bundle, "/../"):
+	case filepath.Clean(bundle) != strings.TrimSuffix(bundle, "/"):
 		return fmt.Errorf("bundle path %q is not clean: %w", bundle, errdefs.ErrInvalidArgument)
 	}
 	fi, err := os.Stat(bundle)

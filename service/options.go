@@ -2,6 +2,7 @@ package service
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
@@ -28,8 +29,8 @@ func runtimeOptions(a *anypb.Any, defaults process.RuntimeOptions) (process.Runt
 // DecodeRuntimeOptions decodes io.containerd.runc.v1.Options given as a
 // type URL and its bytes.
 func DecodeRuntimeOptions(typeURL string, value []byte) (process.RuntimeOptions, error) {
-	// containerd has sent both the bare name and a URL ending in it.
-	if typeURL != runcOptionsType && typeURL != "/"+runcOptionsType && !hasSuffixPath(typeURL, runcOptionsType) {
+	// containerd has sent both the bare name and a URL ending in /name.
+	if typeURL != runcOptionsType && !strings.HasSuffix(typeURL, "/"+runcOptionsType) {
 		return process.RuntimeOptions{}, fmt.Errorf("runtime options of type %q, want %q: %w", typeURL, runcOptionsType, errdefs.ErrInvalidArgument)
 	}
 	var o options.Options
@@ -48,8 +49,4 @@ func DecodeRuntimeOptions(typeURL string, value []byte) (process.RuntimeOptions,
 		CriuImagePath: o.CriuImagePath,
 		CriuWorkPath:  o.CriuWorkPath,
 	}, nil
-}
-
-func hasSuffixPath(url, name string) bool {
-	return len(url) > len(name) && url[len(url)-len(name)-1] == '/' && url[len(url)-len(name):] == name
 }
