@@ -38,6 +38,12 @@ func runDaemon(ctx context.Context, f flags) error {
 	// channel is never read and Notify never blocks on it.
 	signal.Notify(make(chan os.Signal, 1), unix.SIGPIPE)
 	openLog(ctx)
+	// The working directory is the first container's bundle, which
+	// containerd removes when that container goes while the pod's shim
+	// stays; nothing after the log is opened relative to it.
+	if err := os.Chdir("/"); err != nil {
+		return err
+	}
 
 	l, err := listener(f.socket)
 	if err != nil {
