@@ -117,14 +117,17 @@ func (r *Reaper) StartLocked(cmd *exec.Cmd) (chan runc.Exit, error) {
 	return r.Start(cmd)
 }
 
-// Wait waits for the exit of a command started by Start. It then calls
-// cmd.Wait, which fails with ECHILD (the reaper already reaped it) but
+// Wait waits for the exit of a command started by Start. It then releases
+// the os.Process, whose pidfd would otherwise stay open until a GC finds
+// it (its own wait fails with ECHILD, the reaper having reaped the child,
+// and that path keeps the pidfd), and calls cmd.Wait, which fails too but
 // still joins exec.Cmd's output-copy goroutines and closes their pipes.
 func (r *Reaper) Wait(cmd *exec.Cmd, ch chan runc.Exit) (int, error) {
 	e, ok := <-ch
 	if !ok {
 		return -1, errors.New("reaper: exit channel closed without an exit")
 	}
+	_ = cmd.Process.Release()
 	_ = cmd.Wait()
 	return e.Status, nil
 }
