@@ -1,0 +1,104 @@
+package tests
+
+import (
+	"fmt"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestLifecycle is the basic lifecycle against every containerd
+// generation the shim serves (1.6 speaks only the legacy start protocol,
+// 2.2 the legacy one with JSON, 2.4.2 the bootstrap protobuf): ctr run,
+// echo and exit codes through the Go client, and one pod of three
+// containers under one shim.
+func TestLifecycle(t *testing.T) {
+	requireRoot(t)
+	for _, v := range daemonVersions() {
+		t.Run(v.name, func(t *testing.T) {
+			e := newEnv(t, v)
+			t.Run("ctr-run-echo", func(t *testing.T) { testCtrRunEcho(t, e.sub(t)) })
+			t.Run("client-echo", func(t *testing.T) { testEcho(t, e.sub(t), "echo1") })
+			t.Run("exit-code", func(t *testing.T) {
+				for _, code := range []uint32{0, 3} {
+					testExitCode(t, e.sub(t), fmt.Sprintf("exit%d", code), code)
+				}
+			})
+			t.Run("pod-of-three", func(t *testing.T) { testPodOfThree(t, e.sub(t), "pod1") })
+		})
+	}
+}
+
+// testCtrRunEcho: `ctr run --rm --runtime R --rootfs DIR t1 /bin/echo hi`
+// prints exactly "hi\n" and exits 0.
+func testCtrRunEcho(t *testing.T, e *env) {
+	stdout, stderr, code, err := e.d.ctr(e.ctx, e.ns, "run", "--rm", "--runtime", runtimeUnderTest(),
+		"--rootfs", e.d.rootfs, "t1", "/bin/echo", "hi")
+	if err != nil {
+		t.Fatalf("ctr run: %v (stderr %q)", err, stderr)
+	}
+	if code != 0 {
+		t.Fatalf("ctr run exit code = %d, want 0 (stdout %q, stderr %q)", code, stdout, stderr)
+	}
+	if got, want := string(stdout), "hi\n"; got != want {
+		t.Fatalf("ctr run stdout = %q, want %q (stderr %q)", got, want, stderr)
+	}
+}
+
+// testEcho: echo through the Go client with fifo IO; exact bytes on
+// stdout, nothing on stderr, exit 0.
+func testEcho(t *testing.T, e *env, id string) {
+	r := e.run(ctrSpec{id: id, args: []string{"/bin/echo", "hello", "world"}})
+	if code := r.wait(time.Minute); code != 0 {
+		t.Errorf("exit code = %d, want 0", code)
+	}
+	r.delete()
+	if got, want := string(r.stdout.Bytes()), "hello world\n"; got != want {
+		t.Errorf("stdout = %q, want %q", got, want)
+	}
+	if got := r.stderr.Bytes(); len(got) != 0 {
+		t.Errorf("stderr = %q, want empty", got)
+	}
+}
+
+func testExitCode(t *testing.T, e *env, id string, code uint32) {
+	t.Helper()
+	r := e.run(ctrSpec{id: id, args: []string{"sh", "-c", fmt.Sprintf("exit %d", code)}})
+	if got := r.wait(time.Minute); got != code {
+		t.Errorf("%s: exit code = %d, want %d", id, got, code)
+	}
+	r.delete()
+}
+
+// testPodOfThree: three containers annotated with one pod id run under
+// exactly one shim process, each prints its own output, and SIGKILL gives
+// exit code 137 (128+9).
+func testPodOfThree(t *testing.T, e *env, pod string) {
+	var rs []*running
+	for i := range 3 {
+		id := fmt.Sprintf("%s-c%d", pod, i)
+		r := e.run(ctrSpec{id: id, pod: pod, args: []string{"sh", "-c", "echo ready-" + id + "; exec sleep 1000"}})
+		rs = append(rs, r)
+		r.waitOutput(t, "ready-"+id+"\n", time.Minute)
+	}
+	shim := rs[0].shimPid()
+	for _, r := range rs[1:] {
+		if got := r.shimPid(); got != shim {
+			t.Errorf("container %s is served by shim %d, want %d (the pod's shim)", r.id, got, shim)
+		}
+	}
+	if got := e.d.shimPids(e.ns); !slices.Equal(got, []int{shim}) {
+		t.Errorf("shim processes of namespace %s = %v, want [%d]", e.ns, describe(got), shim)
+	}
+	for _, r := range rs {
+		r.kill(syscall.SIGKILL)
+		if code := r.wait(time.Minute); code != 137 {
+			t.Errorf("%s: exit code after SIGKILL = %d, want 137", r.id, code)
+		}
+		r.delete()
+		if got, want := string(r.stdout.Bytes()), "ready-"+r.id+"\n"; got != want {
+			t.Errorf("%s: stdout = %q, want %q", r.id, got, want)
+		}
+	}
+}
