@@ -62,8 +62,18 @@ func (e *env) create(s ctrSpec) *running {
 	if err := os.MkdirAll(fifoDir, 0o700); err != nil {
 		e.t.Fatal(err)
 	}
-	creator := cio.NewCreator(cio.WithStreams(s.stdin, r.stdout, r.stderr), cio.WithFIFODir(fifoDir))
+	var stdin io.Reader
+	var closer *stdinCloser
+	if s.stdin != nil {
+		closer = &stdinCloser{r: s.stdin, ready: make(chan struct{})}
+		stdin = closer
+	}
+	creator := cio.NewCreator(cio.WithStreams(stdin, r.stdout, r.stderr), cio.WithFIFODir(fifoDir))
 	r.task, err = container.NewTask(e.ctx, creator)
+	if closer != nil {
+		closer.task, closer.ctx = r.task, e.ctx
+		close(closer.ready)
+	}
 	if err != nil {
 		e.t.Fatalf("create task %s: %v", s.id, err)
 	}
@@ -146,6 +156,30 @@ func (r *running) status() client.ProcessStatus {
 		r.e.t.Fatalf("status of task %s: %v", r.id, err)
 	}
 	return st.Status
+}
+
+// stdinCloser passes r to the task's stdin and, at r's EOF, closes the
+// task's stdin with CloseIO, as ctr does: the shim holds its own write end
+// of the stdin fifo (so the fifo survives a client reconnecting), hence
+// the client closing its end alone never gives the container EOF. The
+// copy can reach EOF before NewTask has returned the task, so it waits
+// for ready.
+type stdinCloser struct {
+	r     io.Reader
+	ready chan struct{} // closed once task and ctx are set (task nil if NewTask failed)
+	task  client.Task
+	ctx   context.Context
+}
+
+func (s *stdinCloser) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err == io.EOF {
+		<-s.ready
+		if s.task != nil {
+			_ = s.task.CloseIO(s.ctx, client.WithStdinCloser)
+		}
+	}
+	return n, err
 }
 
 // syncBuffer is a bytes.Buffer safe for one writer (the cio copy
