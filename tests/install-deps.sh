@@ -3,7 +3,7 @@
 # machine, as root. It is idempotent and fast on a rerun: each step checks
 # whether its result is already there first.
 #
-#   apt:  runc crun busybox-static containerd (1.6.20: the legacy daemon)
+#   apt:  make runc crun busybox-static containerd (1.6.20: the legacy daemon)
 #   go:   containerd, ctr, containerd-shim-runc-v2 at $CONTAINERD_V24 and at
 #         $CONTAINERD_V22 into /opt/shimtest/containerd-<version>
 #         staticcheck into /opt/shimtest/tools
@@ -66,7 +66,7 @@ containerd_pids() {
 
 install_apt() {
 	local missing
-	missing=$(apt_missing runc crun busybox-static containerd)
+	missing=$(apt_missing make runc crun busybox-static containerd)
 	if [[ -z "$missing" ]]; then
 		log "apt packages present"
 		return

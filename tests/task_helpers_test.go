@@ -138,12 +138,19 @@ func (r *running) delete() {
 
 // shimPid returns the shim serving the task: the parent of the
 // container's init process (the shim is its subreaper once runc exits).
+// It fails the test unless that parent runs the runtime under test's
+// binary from the daemon's bin directory, so the suite can never pass by
+// testing some other shim.
 func (r *running) shimPid() int {
 	r.e.t.Helper()
 	pid := int(r.task.Pid())
 	ppid := parentOf(pid)
 	if ppid == 0 {
 		r.e.t.Fatalf("task %s: no parent for init pid %d", r.id, pid)
+	}
+	want := filepath.Join(r.e.d.bin, shimBinaryName(runtimeUnderTest()))
+	if got := exeOf(ppid); got != want {
+		r.e.t.Fatalf("task %s: parent of init pid %d is pid %d running %q, want the shim %s", r.id, pid, ppid, got, want)
 	}
 	return ppid
 }

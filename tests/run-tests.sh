@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# run-tests.sh runs every check and test, as `make test` and CI do:
+#
+#   gofmt, go vet, staticcheck        the whole module
+#   unit tests with -race             cmd service sandbox process cgroups
+#   end-to-end tests                  tests/, once per runtime in
+#                                     $SHIM_TEST_RUNTIMES (default: this
+#                                     shim, then the upstream runc shim,
+#                                     which validates the suite itself)
+#
+# The end-to-end tests need root and what tests/install-deps.sh installs;
+# without root they skip. They use bin/containerd-shim-sandbox-v2 when it is
+# up to date (`make` builds it) and build the shim themselves otherwise.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+: "${SHIMTEST_ROOT:=/opt/shimtest}"
+: "${SHIM_TEST_RUNTIMES:=io.containerd.sandbox.v2 io.containerd.runc.v2}"
+: "${E2E_TIMEOUT:=40m}"
+export PATH="${SHIMTEST_ROOT}/tools:${PATH}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "gofmt"
+unformatted=$(gofmt -l .)
+if [[ -n "$unformatted" ]]; then
+	echo "gofmt: these files need formatting (gofmt -w):"
+	echo "$unformatted"
+	exit 1
+fi
+
+step "go vet ./..."
+go vet ./...
+
+step "staticcheck ./..."
+if ! command -v staticcheck >/dev/null; then
+	echo "staticcheck not found in ${SHIMTEST_ROOT}/tools or PATH; run tests/install-deps.sh"
+	exit 1
+fi
+staticcheck ./...
+
+step "unit tests (-race)"
+go test -race -count=1 ./cmd/... ./service/... ./sandbox/... ./process/... ./cgroups/...
+
+if [[ $(id -u) -ne 0 ]]; then
+	echo "not root: the end-to-end tests will skip (they need containerd, runc and overlay mounts)"
+fi
+for runtime in $SHIM_TEST_RUNTIMES; do
+	step "end-to-end tests, runtime $runtime"
+	SHIM_TEST_RUNTIME="$runtime" go test -v -count=1 -timeout "$E2E_TIMEOUT" ./tests/...
+done
