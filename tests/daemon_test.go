@@ -193,7 +193,7 @@ func (d *daemon) stop() error {
 
 // shimPids returns the live shim processes of this daemon: their
 // executable is in d.bin (only this daemon's shims run from there) and,
-// when ns is not "", an argument equals ns.
+// when ns is not "", an argument equals ns. The pids are sorted.
 func (d *daemon) shimPids(ns string) []int {
 	var pids []int
 	for _, p := range listProcs() {
@@ -204,6 +204,7 @@ func (d *daemon) shimPids(ns string) []int {
 			pids = append(pids, p.pid)
 		}
 	}
+	slices.Sort(pids)
 	return pids
 }
 

@@ -45,7 +45,15 @@ go test -race -count=1 ./cmd/... ./service/... ./sandbox/... ./process/... ./cgr
 if [[ $(id -u) -ne 0 ]]; then
 	echo "not root: the end-to-end tests will skip (they need containerd, runc and overlay mounts)"
 fi
+failed=()
 for runtime in $SHIM_TEST_RUNTIMES; do
 	step "end-to-end tests, runtime $runtime"
-	SHIM_TEST_RUNTIME="$runtime" go test -v -count=1 -timeout "$E2E_TIMEOUT" ./tests/...
+	if ! SHIM_TEST_RUNTIME="$runtime" go test -v -count=1 -timeout "$E2E_TIMEOUT" ./tests/...; then
+		failed+=("$runtime")
+	fi
 done
+if [[ ${#failed[@]} -gt 0 ]]; then
+	echo "end-to-end tests FAILED for runtime(s): ${failed[*]}"
+	exit 1
+fi
+echo "all checks and tests passed"
