@@ -153,3 +153,8 @@ func pollUntil(timeout time.Duration, cond func() bool) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// contextWithTimeout derives a context from the test's, bounded by d.
+func contextWithTimeout(e *env, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(e.ctx, d)
+}

@@ -65,13 +65,15 @@ func (e *env) create(s ctrSpec) *running {
 	var stdin io.Reader
 	var closer *stdinCloser
 	if s.stdin != nil {
-		closer = &stdinCloser{r: s.stdin, ready: make(chan struct{})}
+		closer = newStdinCloser(s.stdin)
 		stdin = closer
 	}
 	creator := cio.NewCreator(cio.WithStreams(stdin, r.stdout, r.stderr), cio.WithFIFODir(fifoDir))
 	r.task, err = container.NewTask(e.ctx, creator)
 	if closer != nil {
-		closer.task, closer.ctx = r.task, e.ctx
+		if err == nil {
+			closer.proc, closer.ctx = r.task, e.ctx
+		}
 		close(closer.ready)
 	}
 	if err != nil {
@@ -173,17 +175,21 @@ func (r *running) status() client.ProcessStatus {
 // for ready.
 type stdinCloser struct {
 	r     io.Reader
-	ready chan struct{} // closed once task and ctx are set (task nil if NewTask failed)
-	task  client.Task
+	ready chan struct{}  // closed once proc and ctx are set (proc nil if creating it failed)
+	proc  client.Process // the task or exec whose stdin this is
 	ctx   context.Context
+}
+
+func newStdinCloser(r io.Reader) *stdinCloser {
+	return &stdinCloser{r: r, ready: make(chan struct{})}
 }
 
 func (s *stdinCloser) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
 	if err == io.EOF {
 		<-s.ready
-		if s.task != nil {
-			_ = s.task.CloseIO(s.ctx, client.WithStdinCloser)
+		if s.proc != nil {
+			_ = s.proc.CloseIO(s.ctx, client.WithStdinCloser)
 		}
 	}
 	return n, err
