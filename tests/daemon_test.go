@@ -88,33 +88,51 @@ func startDaemon(v daemonVersion, shim string) (d *daemon, err error) {
 	if err := os.WriteFile(d.configPath, []byte(cfg), 0o644); err != nil {
 		return d, err
 	}
-	logf, err := os.Create(d.logPath)
-	if err != nil {
+	if err := d.launch(); err != nil {
 		return d, err
+	}
+	return d, nil
+}
+
+// launch starts the containerd process, appending to the log, and waits
+// until it serves. The client is created on the first launch only: after
+// a restart the same gRPC client reconnects, so that objects the tests
+// hold (tasks, containers) keep working as they would for a real user.
+func (d *daemon) launch() error {
+	logf, err := os.OpenFile(d.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
 	}
 	defer logf.Close()
 
-	d.cmd = exec.Command(v.containerd(), "--config", d.configPath, "--log-level", "debug")
-	d.cmd.Env = daemonEnv(d.bin)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	cmd := exec.Command(d.version.containerd(), "--config", d.configPath, "--log-level", "debug")
+	cmd.Env = daemonEnv(d.bin)
+	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so a ^C to `go test` reaches the test binary,
 	// which then stops the daemon in order, not containerd directly.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := d.cmd.Start(); err != nil {
-		return d, err
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return err
 	}
-	d.exited = make(chan struct{})
+	exited := make(chan struct{})
+	d.cmd, d.exited = cmd, exited
 	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.exited)
+		d.waitErr = cmd.Wait()
+		close(exited)
 	}()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := d.waitServing(ctx); err != nil {
-		return d, err
+	return d.waitServing(ctx)
+}
+
+// restart stops containerd and starts it again on the same root, state
+// and sockets; shims and containers keep running meanwhile.
+func (d *daemon) restart() error {
+	if err := d.signalStop(); err != nil {
+		return err
 	}
-	return d, nil
+	return d.launch()
 }
 
 // daemonEnv is the test binary's environment with bin first on PATH and
@@ -151,6 +169,13 @@ func (d *daemon) waitServing(ctx context.Context) error {
 			last = err
 			continue
 		}
+		if d.client != nil {
+			if ok, err := d.client.IsServing(ctx); !ok {
+				last = err
+				continue
+			}
+			return nil
+		}
 		c, err := client.New(d.address, client.WithTimeout(5*time.Second))
 		if err != nil {
 			last = err
@@ -173,6 +198,11 @@ func (d *daemon) stop() error {
 		d.client.Close()
 		d.client = nil
 	}
+	return d.signalStop()
+}
+
+// signalStop ends the containerd process (SIGTERM, SIGKILL after 15s).
+func (d *daemon) signalStop() error {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return nil
 	}
