@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -82,6 +83,14 @@ func testPodOfThree(t *testing.T, e *env, pod string) {
 		rs = append(rs, r)
 		r.waitOutput(t, "ready-"+id+"\n", time.Minute)
 	}
+	for _, r := range rs {
+		// The image was unpacked with overlayfs, so containerd sends the
+		// shim an overlay mount, which it must mount at <bundle>/rootfs.
+		rootfs := filepath.Join(e.bundleDir(r.id), "rootfs")
+		if got := mountsIn(rootfs); len(got) != 1 || got[0].point != rootfs || got[0].fstype != "overlay" {
+			t.Errorf("%s: mounts at %s = %+v, want one overlay", r.id, rootfs, got)
+		}
+	}
 	shim := rs[0].shimPid()
 	for _, r := range rs[1:] {
 		if got := r.shimPid(); got != shim {
@@ -99,6 +108,9 @@ func testPodOfThree(t *testing.T, e *env, pod string) {
 		r.delete()
 		if got, want := string(r.stdout.Bytes()), "ready-"+r.id+"\n"; got != want {
 			t.Errorf("%s: stdout = %q, want %q", r.id, got, want)
+		}
+		if got := mountsUnder(e.bundleDir(r.id)); len(got) != 0 {
+			t.Errorf("%s: mounts left in its bundle after delete: %v", r.id, got)
 		}
 	}
 }

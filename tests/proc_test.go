@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -99,29 +100,46 @@ func parentOf(pid int) int {
 	return p.ppid
 }
 
-// mountsUnder returns the mount points at or below dir, deepest first (the
-// order they must be unmounted in).
-func mountsUnder(dir string) []string {
+// mount is one line of /proc/self/mountinfo.
+type mount struct {
+	point  string // where it is mounted
+	fstype string // e.g. overlay, tmpfs
+}
+
+// mountsIn returns the mounts at or below dir, deepest first (the order
+// they must be unmounted in).
+func mountsIn(dir string) []mount {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
 	dir = filepath.Clean(dir)
-	var mounts []string
+	var mounts []mount
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
+		// id parent major:minor root point options [optional...] - fstype source super
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
+		sep := slices.Index(fields, "-")
+		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) {
 			continue
 		}
 		mp := unescapeMountinfo(fields[4])
 		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			mounts = append(mounts, mp)
+			mounts = append(mounts, mount{point: mp, fstype: fields[sep+1]})
 		}
 	}
-	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })
+	sort.SliceStable(mounts, func(i, j int) bool { return len(mounts[i].point) > len(mounts[j].point) })
 	return mounts
+}
+
+// mountsUnder returns the mount points at or below dir, deepest first.
+func mountsUnder(dir string) []string {
+	var points []string
+	for _, m := range mountsIn(dir) {
+		points = append(points, m.point)
+	}
+	return points
 }
 
 // unescapeMountinfo undoes the octal escapes (\040 for space, ...) of
