@@ -72,6 +72,7 @@ type shimTaskAPI interface {
 	state(ctx context.Context, id string) (status string, err error)
 	kill(ctx context.Context, id string, signal uint32) error
 	delete(ctx context.Context, id string) error
+	stats(ctx context.Context, id string) error
 }
 
 type taskV2 struct{ c taskv2.TTRPCTaskService }
@@ -104,7 +105,17 @@ func (a taskV2) delete(ctx context.Context, id string) error {
 	return err
 }
 
+func (a taskV2) stats(ctx context.Context, id string) error {
+	_, err := a.c.Stats(ctx, &taskv2.StatsRequest{ID: id})
+	return err
+}
+
 type taskV3 struct{ c taskv3.TTRPCTaskService }
+
+func (a taskV3) stats(ctx context.Context, id string) error {
+	_, err := a.c.Stats(ctx, &taskv3.StatsRequest{ID: id})
+	return err
+}
 
 func (a taskV3) create(ctx context.Context, id, bundle string, options *anypb.Any) error {
 	_, err := a.c.Create(ctx, &taskv3.CreateTaskRequest{ID: id, Bundle: bundle, Options: options})
@@ -132,6 +143,21 @@ func (a taskV3) kill(ctx context.Context, id string, signal uint32) error {
 func (a taskV3) delete(ctx context.Context, id string) error {
 	_, err := a.c.Delete(ctx, &taskv3.DeleteRequest{ID: id})
 	return err
+}
+
+// shimAPI connects to the shim serving task id of e's namespace and
+// returns a client for the task API version containerd uses with it.
+func shimAPI(t *testing.T, e *env, id string) shimTaskAPI {
+	t.Helper()
+	address, version, err := shimAddress(e.bundleDir(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dialShim(t, address)
+	if version >= 3 {
+		return taskV3{taskv3.NewTTRPCTaskClient(conn)}
+	}
+	return taskV2{taskv2.NewTTRPCTaskClient(conn)}
 }
 
 // errClass names the errdefs class of an error from the shim, after

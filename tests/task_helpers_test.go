@@ -23,6 +23,12 @@ type ctrSpec struct {
 	pod   string    // value of the io.kubernetes.cri.sandbox-id annotation; "" for none
 	stdin io.Reader // nil: no stdin
 	opts  []oci.SpecOpts
+	// runtimeOpts are the runtime options (e.g. *options.Options of the
+	// runc shim) containerd passes to the shim; nil for none.
+	runtimeOpts any
+	// terminal gives the task a pty: stdout and stderr arrive merged on
+	// stdout, with the tty's line discipline applied.
+	terminal bool
 }
 
 // running is a container with a task, its captured output and its exit
@@ -46,12 +52,15 @@ func (e *env) create(s ctrSpec) *running {
 	if s.pod != "" {
 		specOpts = append(specOpts, oci.WithAnnotations(map[string]string{podAnnotation: s.pod}))
 	}
+	if s.terminal {
+		specOpts = append(specOpts, oci.WithTTY)
+	}
 	specOpts = append(specOpts, s.opts...)
 	container, err := e.c.NewContainer(e.ctx, s.id,
 		client.WithImage(img),
 		client.WithSnapshotter(snapshotter),
 		client.WithNewSnapshot(s.id+"-snapshot", img),
-		client.WithRuntime(runtimeUnderTest(), nil),
+		client.WithRuntime(runtimeUnderTest(), s.runtimeOpts),
 		client.WithNewSpec(specOpts...),
 	)
 	if err != nil {
@@ -68,8 +77,11 @@ func (e *env) create(s ctrSpec) *running {
 		closer = newStdinCloser(s.stdin)
 		stdin = closer
 	}
-	creator := cio.NewCreator(cio.WithStreams(stdin, r.stdout, r.stderr), cio.WithFIFODir(fifoDir))
-	r.task, err = container.NewTask(e.ctx, creator)
+	ioOpts := []cio.Opt{cio.WithStreams(stdin, r.stdout, r.stderr), cio.WithFIFODir(fifoDir)}
+	if s.terminal {
+		ioOpts = append(ioOpts, cio.WithTerminal)
+	}
+	r.task, err = container.NewTask(e.ctx, cio.NewCreator(ioOpts...))
 	if closer != nil {
 		if err == nil {
 			closer.proc, closer.ctx = r.task, e.ctx
@@ -77,6 +89,8 @@ func (e *env) create(s ctrSpec) *running {
 		close(closer.ready)
 	}
 	if err != nil {
+		container.Delete(e.ctx, client.WithSnapshotCleanup)
+		skipIfNotImplemented(e.t, err, "create task "+s.id)
 		e.t.Fatalf("create task %s: %v", s.id, err)
 	}
 	r.exitC, err = r.task.Wait(e.ctx)
