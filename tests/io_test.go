@@ -30,16 +30,25 @@ func TestOutputMiB(t *testing.T) {
 // `cat`, and closing stdin (EOF after the last byte) lets cat exit 0.
 func TestStdin(t *testing.T) {
 	e := newDefaultEnv(t)
+	cat := []string{"cat"}
 	for _, tc := range []struct {
 		name string
 		in   []byte
+		args []string
 	}{
-		{"line", []byte("hello through stdin\n")},
-		{"no-newline", []byte("no trailing newline")},
-		{"256KiB-binary", image.Pattern(3, 256<<10)},
+		{"line", []byte("hello through stdin\n"), cat},
+		{"no-newline", []byte("no trailing newline"), cat},
+		// Larger than the pipe and fifo buffers: when the client closes
+		// stdin, data is still in flight and must not be dropped.
+		{"1MiB-binary", image.Pattern(3, 1<<20), cat},
+		// A slow reader: all of stdin is buffered between client and
+		// container (fifo, shim, pipe) when the client closes it, so
+		// CloseIO arrives while every byte is still in flight. Correct
+		// for any timing; the sleep only makes a lossy CloseIO show.
+		{"slow-reader-100KiB", image.Pattern(4, 100<<10), []string{"sh", "-c", "sleep 0.5; exec cat"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := e.sub(t).run(ctrSpec{id: "cat-" + tc.name, args: []string{"cat"}, stdin: bytes.NewReader(tc.in)})
+			r := e.sub(t).run(ctrSpec{id: "cat-" + tc.name, args: tc.args, stdin: bytes.NewReader(tc.in)})
 			if code := r.wait(time.Minute); code != 0 {
 				t.Errorf("exit code = %d, want 0", code)
 			}

@@ -46,10 +46,14 @@ func TestPodShimNoLeaks(t *testing.T) {
 		cycle(i)
 	}
 
+	// A leak grows with the cycles; a couple of fds may come and go with
+	// the garbage collector (an os.Process pidfd is closed by a finalizer
+	// in the upstream runc shim), hence the constant slack.
+	const slack = 2
 	var fds map[string]string
 	if !pollUntil(10*time.Second, func() bool {
 		fds = openFDs(shim)
-		return len(fds) <= len(baseFDs)
+		return len(fds) <= len(baseFDs)+slack
 	}) {
 		t.Errorf("shim %d has %d open fds after %d create/delete cycles, %d before; new ones: %v",
 			shim, len(fds), n, len(baseFDs), newFDs(baseFDs, fds))
