@@ -6,7 +6,10 @@
 #   end-to-end tests                  tests/, once per runtime in
 #                                     $SHIM_TEST_RUNTIMES (default: this
 #                                     shim, then the upstream runc shim,
-#                                     which validates the suite itself)
+#                                     which validates the suite itself) and
+#                                     per default daemon in
+#                                     $SHIM_TEST_CONTAINERDS (2.4.2 2.2 1.6;
+#                                     a few tests cover every daemon anyway)
 #
 # The end-to-end tests need root and what tests/install-deps.sh installs;
 # without root they skip. They use bin/containerd-shim-sandbox-v2 when it is
@@ -16,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${SHIMTEST_ROOT:=/opt/shimtest}"
 : "${SHIM_TEST_RUNTIMES:=io.containerd.sandbox.v2 io.containerd.runc.v2}"
+: "${SHIM_TEST_CONTAINERDS:=2.4.2 2.2 1.6}"
 : "${E2E_TIMEOUT:=40m}"
 export PATH="${SHIMTEST_ROOT}/tools:${PATH}"
 
@@ -47,13 +51,16 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 failed=()
 for runtime in $SHIM_TEST_RUNTIMES; do
-	step "end-to-end tests, runtime $runtime"
-	if ! SHIM_TEST_RUNTIME="$runtime" go test -v -count=1 -timeout "$E2E_TIMEOUT" ./tests/...; then
-		failed+=("$runtime")
-	fi
+	for daemon in $SHIM_TEST_CONTAINERDS; do
+		step "end-to-end tests, runtime $runtime, containerd $daemon"
+		if ! SHIM_TEST_RUNTIME="$runtime" SHIM_TEST_CONTAINERD="$daemon" \
+			go test -v -count=1 -timeout "$E2E_TIMEOUT" ./tests/...; then
+			failed+=("$runtime/containerd-$daemon")
+		fi
+	done
 done
 if [[ ${#failed[@]} -gt 0 ]]; then
-	echo "end-to-end tests FAILED for runtime(s): ${failed[*]}"
+	echo "end-to-end tests FAILED for: ${failed[*]}"
 	exit 1
 fi
 echo "all checks and tests passed"
