@@ -163,3 +163,5 @@ func writePid(pid int) func(context.Context, string, string, *runc.CreateOpts) e
 		return os.WriteFile(opts.PidFile, []byte(fmt.Sprint(pid)), 0o600)
 	}
 }
+
+func numGoroutines() int { return runtime.NumGoroutine() }

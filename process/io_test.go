@@ -1,0 +1,473 @@
+package process
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+// mkfifo creates a fifo named name in dir, as containerd does before
+// Create, and returns its path.
+func mkfifo(t *testing.T, dir, name string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// openFifoReader opens the containerd side of an output fifo. Opening it
+// non-blocking never waits; reads then block in the poller until data or
+// EOF (every writer gone).
+func openFifoReader(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// openFifoWriter opens the containerd side of the stdin fifo, polling
+// until the shim's reader is there (ENXIO until then).
+func openFifoWriter(t *testing.T, path string) *os.File {
+	t.Helper()
+	var f *os.File
+	waitFor(t, 10*time.Second, "a reader on "+path, func() bool {
+		var err error
+		f, err = os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
+		return err == nil
+	})
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// runChild runs args with the process's streams, as runc would hand them
+// to the container, and closes the shim's copies once started.
+func runChild(t *testing.T, pio *processIO, args ...string) {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	pio.Set(cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pio.CloseAfterStart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+}
+
+func fdTarget(t *testing.T, f *os.File) string {
+	t.Helper()
+	if f == nil {
+		return "<nil>"
+	}
+	target, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return target
+}
+
+func TestCheckStreamName(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want error // nil, or the errdefs class
+	}{
+		{name: "empty", in: "", want: nil},
+		{name: "absolute", in: "/run/containerd/fifo/x-stdout", want: nil},
+		{name: "relative", in: "fifo/x-stdout", want: errdefs.ErrInvalidArgument},
+		{name: "dot relative", in: "./x", want: errdefs.ErrInvalidArgument},
+		{name: "dotdot relative", in: "../x", want: errdefs.ErrInvalidArgument},
+		{name: "binary uri", in: "binary://x", want: errdefs.ErrNotImplemented},
+		{name: "binary uri with args", in: "binary:///usr/bin/logger?id=1", want: errdefs.ErrNotImplemented},
+		{name: "file uri", in: "file:///x", want: errdefs.ErrNotImplemented},
+		{name: "fifo uri", in: "fifo:///x", want: errdefs.ErrNotImplemented},
+		{name: "no scheme", in: "://x", want: errdefs.ErrInvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkStreamName(tt.in)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("checkStreamName(%q) = %v, want nil", tt.in, err)
+				}
+				return
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("checkStreamName(%q) = %v, want %v", tt.in, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestOpenIORejects: a bad name in any slot fails openIO with the right
+// class and leaves nothing open.
+func TestOpenIORejects(t *testing.T) {
+	checkNoLeaks(t)
+	dir := t.TempDir()
+	good := mkfifo(t, dir, "out")
+	tests := []struct {
+		name  string
+		stdio Stdio
+		want  error
+	}{
+		{name: "relative stdin", stdio: Stdio{Stdin: "in", Stdout: good}, want: errdefs.ErrInvalidArgument},
+		{name: "relative stdout", stdio: Stdio{Stdout: "out"}, want: errdefs.ErrInvalidArgument},
+		{name: "relative stderr", stdio: Stdio{Stdout: good, Stderr: "err"}, want: errdefs.ErrInvalidArgument},
+		{name: "binary stdout", stdio: Stdio{Stdout: "binary://x"}, want: errdefs.ErrNotImplemented},
+		{name: "file stderr", stdio: Stdio{Stdout: good, Stderr: "file:///x"}, want: errdefs.ErrNotImplemented},
+		{name: "file stdin", stdio: Stdio{Stdin: "file:///x"}, want: errdefs.ErrNotImplemented},
+		{name: "terminal", stdio: Stdio{Stdout: good, Terminal: true}, want: errdefs.ErrNotImplemented},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pio, err := openIO(context.Background(), tt.stdio, 0, 0)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("openIO(%+v) = %v, want %v", tt.stdio, err, tt.want)
+			}
+			if pio != nil {
+				t.Errorf("openIO returned a processIO with an error")
+			}
+		})
+	}
+}
+
+// TestOpenIOEmptyNames: streams nobody asked for are /dev/null (not left
+// unset, which would make go-runc hand the container a pipe of its own).
+func TestOpenIOEmptyNames(t *testing.T) {
+	checkNoLeaks(t)
+	pio, err := openIO(context.Background(), Stdio{}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pio.Close()
+	for name, f := range map[string]*os.File{"stdin": pio.childStdin, "stdout": pio.childStdout, "stderr": pio.childStderr} {
+		if got := fdTarget(t, f); got != os.DevNull {
+			t.Errorf("%s: got %s, want %s", name, got, os.DevNull)
+		}
+	}
+	if pio.childStdin != pio.childStdout || pio.childStdout != pio.childStderr {
+		t.Errorf("unset streams should share one /dev/null fd")
+	}
+	if len(pio.keepOpen) != 0 || pio.stdinFifo != nil || pio.copyDone != nil {
+		t.Errorf("nothing to keep open or copy: keepOpen=%d stdinFifo=%v copyDone=%v", len(pio.keepOpen), pio.stdinFifo, pio.copyDone)
+	}
+	if pio.Stdin() != nil || pio.Stdout() != nil || pio.Stderr() != nil {
+		t.Errorf("go-runc's Stdin/Stdout/Stderr must be nil: the shim never reads through go-runc")
+	}
+}
+
+// TestOpenIOStdoutByteExact: the container writes straight into the fifo;
+// its reader gets every byte, in order, then EOF once the container exits.
+func TestOpenIOStdoutByteExact(t *testing.T) {
+	checkNoLeaks(t)
+	dir := t.TempDir()
+	out := mkfifo(t, dir, "out")
+	want := make([]byte, 256<<10) // four times a pipe's buffer
+	for i := range want {
+		want[i] = byte(i*7 + i/251)
+	}
+	src := filepath.Join(dir, "src")
+	if err := os.WriteFile(src, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pio, err := openIO(context.Background(), Stdio{Stdout: out}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pio.Close()
+	if got := fdTarget(t, pio.childStdout); got != out {
+		t.Errorf("child stdout: got %s, want the fifo %s", got, out)
+	}
+	if got := fdTarget(t, pio.childStderr); got != os.DevNull {
+		t.Errorf("child stderr: got %s, want %s", got, os.DevNull)
+	}
+	r := openFifoReader(t, out)
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	runChild(t, pio, "/bin/busybox", "cat", src)
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, want) {
+			t.Fatalf("fifo reader got %d bytes, want %d identical bytes", len(b), len(want))
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("reader saw no EOF 20s after the child exited")
+	}
+}
+
+// TestOpenIOSeparateStderr: stdout and stderr go to their own fifos.
+func TestOpenIOSeparateStderr(t *testing.T) {
+	checkNoLeaks(t)
+	dir := t.TempDir()
+	out, errPath := mkfifo(t, dir, "out"), mkfifo(t, dir, "err")
+	pio, err := openIO(context.Background(), Stdio{Stdout: out, Stderr: errPath}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pio.Close()
+	if pio.childStdout == pio.childStderr {
+		t.Fatal("distinct paths share one fd")
+	}
+	ro, re := openFifoReader(t, out), openFifoReader(t, errPath)
+	gotOut, gotErr := make(chan string, 1), make(chan string, 1)
+	go func() { b, _ := io.ReadAll(ro); gotOut <- string(b) }()
+	go func() { b, _ := io.ReadAll(re); gotErr <- string(b) }()
+	runChild(t, pio, "/bin/sh", "-c", "echo out1; echo err1 >&2; echo out2")
+	if got, want := <-gotOut, "out1\nout2\n"; got != want {
+		t.Errorf("stdout: got %q, want %q", got, want)
+	}
+	if got, want := <-gotErr, "err1\n"; got != want {
+		t.Errorf("stderr: got %q, want %q", got, want)
+	}
+}
+
+// TestOpenIOSharedStdoutStderr: one path for both streams is one fd, so
+// the two interleave in the order written.
+func TestOpenIOSharedStdoutStderr(t *testing.T) {
+	checkNoLeaks(t)
+	dir := t.TempDir()
+	out := mkfifo(t, dir, "out")
+	pio, err := openIO(context.Background(), Stdio{Stdout: out, Stderr: out}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pio.Close()
+	if pio.childStdout != pio.childStderr {
+		t.Fatal("stdout == stderr path: got two fds, want one shared")
+	}
+	if got := len(pio.keepOpen); got != 1 {
+		t.Errorf("keep-open read ends: got %d, want 1", got)
+	}
+	r := openFifoReader(t, out)
+	got := make(chan string, 1)
+	go func() { b, _ := io.ReadAll(r); got <- string(b) }()
+	runChild(t, pio, "/bin/sh", "-c", "echo a; echo b >&2; echo c; echo d >&2")
+	if g, want := <-got, "a\nb\nc\nd\n"; g != want {
+		t.Errorf("got %q, want %q", g, want)
+	}
+}
+
+// TestOpenIORegularFileAndMissingFifo: a regular file is appended to; a
+// missing path becomes a fifo.
+func TestOpenIORegularFileAndMissingFifo(t *testing.T) {
+	checkNoLeaks(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "log")
+	if err := os.WriteFile(file, []byte("old\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "made-by-shim")
+	pio, err := openIO(context.Background(), Stdio{Stdout: file, Stderr: missing}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pio.Close()
+	fi, err := os.Stat(missing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeNamedPipe == 0 {
+		t.Errorf("missing stderr path: got mode %v, want a fifo", fi.Mode())
+	}
+	runChild(t, pio, "/bin/sh", "-c", "echo new")
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(data), "old\nnew\n"; got != want {
+		t.Errorf("file: got %q, want %q", got, want)
+	}
+}
+
+// TestOpenIOStdin: what containerd writes into the stdin fifo comes out of
+// the container's stdin pipe, and the writer closing is EOF for the
+// container.
+func TestOpenIOStdin(t *testing.T) {
+	checkNoLeaks(t)
+	dir := t.TempDir()
+	in := mkfifo(t, dir, "in")
+	pio, err := openIO(context.Background(), Stdio{Stdin: in}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pio.Close()
+	w := openFifoWriter(t, in)
+	want := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := w.Write(want)
+		w.Close()
+		wrote <- err
+	}()
+	got, err := io.ReadAll(pio.childStdin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatalf("write stdin fifo: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("container stdin got %d bytes, want %d identical bytes", len(got), len(want))
+	}
+	select {
+	case <-pio.copyDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("stdin copy did not return after the writer closed")
+	}
+}
+
+// TestOpenIOCloseStdin: CloseIO ends the container's stdin while
+// containerd still holds its writer.
+func TestOpenIOCloseStdin(t *testing.T) {
+	checkNoLeaks(t)
+	dir := t.TempDir()
+	in := mkfifo(t, dir, "in")
+	pio, err := openIO(context.Background(), Stdio{Stdin: in}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pio.Close()
+	w := openFifoWriter(t, in)
+	if _, err := w.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(pio.childStdin, buf); err != nil {
+		t.Fatal(err)
+	}
+	if string(buf) != "hello" {
+		t.Fatalf("got %q, want %q", buf, "hello")
+	}
+	pio.CloseStdin()
+	n, err := pio.childStdin.Read(buf)
+	if n != 0 || err != io.EOF {
+		t.Fatalf("read after CloseStdin: got (%d, %v), want (0, EOF)", n, err)
+	}
+	select {
+	case <-pio.copyDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("stdin copy did not return after CloseStdin")
+	}
+	pio.CloseStdin() // idempotent
+}
+
+// TestOpenIOCloseNoLeaks opens and closes every stream 50 times, with and
+// without containerd ever opening the stdin fifo, and checks Close
+// returns and leaves no goroutine and no fd behind.
+func TestOpenIOCloseNoLeaks(t *testing.T) {
+	const cycles = 50
+	tests := []struct {
+		name   string
+		writer bool
+	}{
+		{name: "stdin never opened by a writer", writer: false},
+		{name: "stdin written and closed", writer: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			in, out, errPath := mkfifo(t, dir, "in"), mkfifo(t, dir, "out"), mkfifo(t, dir, "err")
+			cycle := func() {
+				pio, err := openIO(context.Background(), Stdio{Stdin: in, Stdout: out, Stderr: errPath}, 0, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pio.closeChildSide()
+				if tt.writer {
+					w, err := openWriterOnce(in)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, err := w.Write([]byte("x")); err != nil {
+						t.Fatal(err)
+					}
+					w.Close()
+				}
+				closed := make(chan struct{})
+				go func() {
+					pio.Close()
+					close(closed)
+				}()
+				select {
+				case <-closed:
+				case <-time.After(10 * time.Second):
+					t.Fatal("Close did not return")
+				}
+			}
+			cycle() // the fifo package starts nothing lasting, but be fair
+			fds, gs := countFDs(t), numGoroutines()
+			for i := 0; i < cycles; i++ {
+				cycle()
+			}
+			var gotFDs, gotGs int
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				gotFDs, gotGs = countFDs(t), numGoroutines()
+				if (gotFDs <= fds && gotGs <= gs) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if gotFDs > fds {
+				t.Errorf("fds after %d cycles: got %d, want %d\n%s", cycles, gotFDs, fds, listFDs())
+			}
+			if gotGs > gs {
+				t.Errorf("goroutines after %d cycles: got %d, want %d", cycles, gotGs, gs)
+			}
+		})
+	}
+}
+
+// openWriterOnce opens the stdin fifo for writing, polling for the reader.
+func openWriterOnce(path string) (*os.File, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f, err := os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
+		if err == nil || !errors.Is(err, unix.ENXIO) || time.Now().After(deadline) {
+			return f, err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestOpenIOStdinOwner: the stdin pipe the container reads belongs to the
+// runtime options' IoUid/IoGid.
+func TestOpenIOStdinOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown to another user needs root")
+	}
+	checkNoLeaks(t)
+	in := mkfifo(t, t.TempDir(), "in")
+	pio, err := openIO(context.Background(), Stdio{Stdin: in}, 1234, 5678)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pio.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(pio.childStdin.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 1234 || st.Gid != 5678 {
+		t.Errorf("stdin pipe owner: got %d:%d, want 1234:5678", st.Uid, st.Gid)
+	}
+}
