@@ -72,7 +72,7 @@ install_apt() {
 		return
 	fi
 	log "apt-get install $missing"
-	if ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
+	if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
 		apt-get update -q
 	fi
 	local before after p
