@@ -1,0 +1,638 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runc "github.com/containerd/go-runc"
+	"golang.org/x/sys/unix"
+)
+
+// newTestInit returns an Init for container c1 in a fresh bundle whose
+// fake runtime "creates" child: the pid file names it.
+func newTestInit(t *testing.T, eng *fakeEngine, child *exec.Cmd) *Init {
+	t.Helper()
+	if eng.create == nil && child != nil {
+		eng.create = writePid(child.Process.Pid)
+	}
+	return NewInit(InitConfig{ID: "c1", Bundle: t.TempDir()}, eng)
+}
+
+// createdInit returns an Init already in Created, backed by a live child.
+func createdInit(t *testing.T, eng *fakeEngine) (*Init, *exec.Cmd) {
+	t.Helper()
+	child := startSleeper(t)
+	p := newTestInit(t, eng, child)
+	if _, err := p.Create(context.Background()); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	return p, child
+}
+
+func writeLogError(t *testing.T, bundle, msg string) {
+	t.Helper()
+	line := fmt.Sprintf(`{"level":"error","msg":%q,"time":"2024-01-01T00:00:00Z"}`+"\n", msg)
+	if err := os.WriteFile(filepath.Join(bundle, "log.json"), []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantState(t *testing.T, p *Init, want State) {
+	t.Helper()
+	if got := p.Status().State; got != want {
+		t.Fatalf("state: got %s, want %s", got, want)
+	}
+}
+
+// childSignal waits for the child and returns the signal that killed it.
+func childSignal(t *testing.T, cmd *exec.Cmd) syscall.Signal {
+	t.Helper()
+	done := make(chan struct{})
+	var ws syscall.WaitStatus
+	go func() {
+		defer close(done)
+		_ = cmd.Wait()
+		ws = cmd.ProcessState.Sys().(syscall.WaitStatus)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("child did not die")
+	}
+	if !ws.Signaled() {
+		t.Fatalf("child exited with %d, want a signal death", ws.ExitStatus())
+	}
+	return ws.Signal()
+}
+
+func TestInitLifecycle(t *testing.T) {
+	checkNoLeaks(t)
+	ctx := context.Background()
+	eng := &fakeEngine{}
+	child := startSleeper(t)
+	var gotOpts *runc.CreateOpts
+	eng.create = func(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error {
+		gotOpts = opts
+		return writePid(child.Process.Pid)(ctx, id, bundle, opts)
+	}
+	bundle := t.TempDir()
+	p := NewInit(InitConfig{
+		ID:      "c1",
+		Bundle:  bundle,
+		Options: RuntimeOptions{NoPivotRoot: true, NoNewKeyring: true},
+	}, eng)
+	if p.ID() != "c1" {
+		t.Errorf("ID: got %q, want c1", p.ID())
+	}
+
+	pid, err := p.Create(ctx)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if pid != child.Process.Pid {
+		t.Errorf("Create pid: got %d, want %d", pid, child.Process.Pid)
+	}
+	wantState(t, p, Created)
+	if st := p.Status(); st.Pid != pid || st.ID != "c1" || st.Bundle != bundle {
+		t.Errorf("Status after Create: got %+v", st)
+	}
+	if gotOpts == nil {
+		t.Fatal("engine.Create got no options")
+	}
+	if want := filepath.Join(bundle, "init.pid"); gotOpts.PidFile != want {
+		t.Errorf("pid file: got %q, want %q", gotOpts.PidFile, want)
+	}
+	if !gotOpts.NoPivot || !gotOpts.NoNewKeyring {
+		t.Errorf("runtime options not passed: NoPivot=%v NoNewKeyring=%v", gotOpts.NoPivot, gotOpts.NoNewKeyring)
+	}
+	if gotOpts.IO == nil {
+		t.Error("engine.Create got no IO")
+	}
+
+	if err := p.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	wantState(t, p, Running)
+
+	if err := p.Start(ctx); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("second Start: got %v, want FailedPrecondition", err)
+	}
+	wantState(t, p, Running)
+	if _, err := p.Delete(ctx); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("Delete while running: got %v, want FailedPrecondition", err)
+	}
+	wantState(t, p, Running)
+
+	exitedAt := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	p.SetExited(3, exitedAt)
+	wantState(t, p, Stopped)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := p.Wait(wctx)
+	if err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if st.ExitStatus != 3 || !st.ExitedAt.Equal(exitedAt) || st.State != Stopped {
+		t.Errorf("Wait: got status %d at %v in %s, want 3 at %v in stopped", st.ExitStatus, st.ExitedAt, st.State, exitedAt)
+	}
+
+	// A second exit report for the same process changes nothing.
+	p.SetExited(99, time.Now())
+	if st := p.Status(); st.ExitStatus != 3 || !st.ExitedAt.Equal(exitedAt) {
+		t.Errorf("after a second SetExited: got %d at %v, want 3 at %v", st.ExitStatus, st.ExitedAt, exitedAt)
+	}
+
+	st, err = p.Delete(ctx)
+	if err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if st.State != Deleted || st.ExitStatus != 3 || !st.ExitedAt.Equal(exitedAt) || st.Pid != pid {
+		t.Errorf("Delete status: got %+v, want deleted, pid %d, exit 3 at %v", st, pid, exitedAt)
+	}
+	wantState(t, p, Deleted)
+
+	if err := p.Kill(ctx, int(unix.SIGKILL), false); !errdefs.IsNotFound(err) {
+		t.Errorf("Kill after Delete: got %v, want NotFound", err)
+	}
+	if _, err := p.Delete(ctx); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("second Delete: got %v, want FailedPrecondition", err)
+	}
+	if err := p.Start(ctx); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("Start after Delete: got %v, want FailedPrecondition", err)
+	}
+
+	want := []string{"create c1", "start c1", "delete c1 force=true"}
+	if got := eng.Calls(); !slices.Equal(got, want) {
+		t.Errorf("engine calls: got %q, want %q", got, want)
+	}
+}
+
+func TestInitKillStopped(t *testing.T) {
+	tests := []struct {
+		name      string
+		sig       unix.Signal
+		all       bool
+		wantErr   error // nil or the errdefs class
+		wantCalls []string
+	}{
+		{name: "SIGKILL", sig: unix.SIGKILL, wantCalls: []string{"create c1"}},
+		{name: "SIGTERM", sig: unix.SIGTERM, wantCalls: []string{"create c1"}},
+		{name: "SIGUSR1", sig: unix.SIGUSR1, wantErr: errdefs.ErrNotFound, wantCalls: []string{"create c1"}},
+		{name: "SIGHUP", sig: unix.SIGHUP, wantErr: errdefs.ErrNotFound, wantCalls: []string{"create c1"}},
+		{name: "SIGKILL all", sig: unix.SIGKILL, all: true, wantCalls: []string{"create c1", "kill c1 9 all=true"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eng := &fakeEngine{}
+			p, _ := createdInit(t, eng)
+			p.SetExited(137, time.Now())
+			wantState(t, p, Stopped)
+			err := p.Kill(context.Background(), int(tt.sig), tt.all)
+			if tt.wantErr == nil && err != nil {
+				t.Errorf("Kill(%v, all=%v): got %v, want nil", tt.sig, tt.all, err)
+			}
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Errorf("Kill(%v, all=%v): got %v, want %v", tt.sig, tt.all, err, tt.wantErr)
+			}
+			if got := eng.Calls(); !slices.Equal(got, tt.wantCalls) {
+				t.Errorf("engine calls: got %q, want %q", got, tt.wantCalls)
+			}
+		})
+	}
+}
+
+// TestInitKillLive: a signal to one live process goes through its pidfd,
+// not the runtime; all goes through the runtime.
+func TestInitKillLive(t *testing.T) {
+	tests := []struct {
+		name  string
+		start bool
+		sig   unix.Signal
+	}{
+		{name: "created SIGTERM", start: false, sig: unix.SIGTERM},
+		{name: "running SIGKILL", start: true, sig: unix.SIGKILL},
+		{name: "running SIGUSR1", start: true, sig: unix.SIGUSR1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eng := &fakeEngine{}
+			p, child := createdInit(t, eng)
+			if tt.start {
+				if err := p.Start(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := p.Kill(context.Background(), int(tt.sig), false); err != nil {
+				t.Fatalf("Kill: %v", err)
+			}
+			if got := childSignal(t, child); got != tt.sig {
+				t.Errorf("child died of %v, want %v", got, tt.sig)
+			}
+			for _, c := range eng.Calls() {
+				if strings.HasPrefix(c, "kill") {
+					t.Errorf("runtime kill called (%q); want the pidfd used", c)
+				}
+			}
+		})
+	}
+}
+
+func TestInitKillAllThroughRuntime(t *testing.T) {
+	tests := []struct {
+		name    string
+		kill    func(context.Context, string, int, *runc.KillOpts) error
+		wantErr string // "" for nil
+	}{
+		{name: "ok"},
+		{name: "container gone", kill: func(context.Context, string, int, *runc.KillOpts) error {
+			return errors.New("exit status 1: container does not exist")
+		}},
+		{name: "failure", kill: func(context.Context, string, int, *runc.KillOpts) error {
+			return errors.New("exit status 1")
+		}, wantErr: `kill "c1": runc kill failed: exit status 1`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eng := &fakeEngine{kill: tt.kill}
+			p, _ := createdInit(t, eng)
+			if err := p.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			writeLogError(t, p.cfg.Bundle, "runc kill failed")
+			err := p.Kill(context.Background(), int(unix.SIGTERM), true)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("Kill all: got %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || err.Error() != tt.wantErr):
+				t.Errorf("Kill all: got %v, want %q", err, tt.wantErr)
+			}
+			want := []string{"create c1", "start c1", "kill c1 15 all=true"}
+			if got := eng.Calls(); !slices.Equal(got, want) {
+				t.Errorf("engine calls: got %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestInitDeleteCreatedWaitsForExit: runc delete --force kills the
+// process waiting in runc init; Delete reports that exit, delivered by the
+// reaper from another goroutine, not a made-up one.
+func TestInitDeleteCreatedWaitsForExit(t *testing.T) {
+	eng := &fakeEngine{}
+	deleting := make(chan struct{})
+	eng.delete = func(context.Context, string, *runc.DeleteOpts) error {
+		close(deleting)
+		return nil
+	}
+	p, _ := createdInit(t, eng)
+	exitedAt := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	go func() {
+		<-deleting
+		p.SetExited(143, exitedAt)
+	}()
+	st, err := p.Delete(context.Background())
+	if err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if st.State != Deleted || st.ExitStatus != 143 || !st.ExitedAt.Equal(exitedAt) {
+		t.Errorf("Delete status: got %s, %d at %v; want deleted, 143 at %v", st.State, st.ExitStatus, st.ExitedAt, exitedAt)
+	}
+}
+
+// TestInitCreateFailure: a failed runtime create carries runc's own words
+// and the original error, cleans up after runc and leaves nothing open.
+func TestInitCreateFailure(t *testing.T) {
+	cause := errors.New("exit status 1")
+	tests := []struct {
+		name      string
+		create    func(p *Init) func(context.Context, string, string, *runc.CreateOpts) error
+		wantIs    error
+		wantInMsg string
+	}{
+		{
+			name: "runtime create fails",
+			create: func(p *Init) func(context.Context, string, string, *runc.CreateOpts) error {
+				return func(context.Context, string, string, *runc.CreateOpts) error {
+					writeLogError(t, p.cfg.Bundle, "exec: \"/nope\": no such file or directory")
+					return cause
+				}
+			},
+			wantIs:    cause,
+			wantInMsg: `create "c1": exec: "/nope": no such file or directory: exit status 1`,
+		},
+		{
+			name: "pid file garbage",
+			create: func(p *Init) func(context.Context, string, string, *runc.CreateOpts) error {
+				return func(_ context.Context, _, _ string, opts *runc.CreateOpts) error {
+					return os.WriteFile(opts.PidFile, []byte("garbage"), 0o600)
+				}
+			},
+			wantIs:    errdefs.ErrUnknown,
+			wantInMsg: "garbage",
+		},
+		{
+			name: "pid file missing",
+			create: func(p *Init) func(context.Context, string, string, *runc.CreateOpts) error {
+				return func(context.Context, string, string, *runc.CreateOpts) error { return nil }
+			},
+			wantIs:    os.ErrNotExist,
+			wantInMsg: "read pid file",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkNoLeaks(t)
+			dir := t.TempDir()
+			out := mkfifo(t, dir, "out")
+			in := mkfifo(t, dir, "in")
+			eng := &fakeEngine{}
+			p := NewInit(InitConfig{ID: "c1", Bundle: t.TempDir(), Stdio: Stdio{Stdin: in, Stdout: out, Stderr: out}}, eng)
+			eng.create = tt.create(p)
+			pid, err := p.Create(context.Background())
+			if err == nil {
+				t.Fatal("Create: got nil error")
+			}
+			if pid != 0 {
+				t.Errorf("pid: got %d, want 0", pid)
+			}
+			if !errors.Is(err, tt.wantIs) {
+				t.Errorf("Create error %q does not wrap %v", err, tt.wantIs)
+			}
+			if !strings.Contains(err.Error(), tt.wantInMsg) {
+				t.Errorf("Create error %q does not contain %q", err, tt.wantInMsg)
+			}
+			want := []string{"create c1", "delete c1 force=true"}
+			if got := eng.Calls(); !slices.Equal(got, want) {
+				t.Errorf("engine calls: got %q, want %q", got, want)
+			}
+			if got := p.Status().State; got == Created {
+				t.Errorf("state after a failed Create: got %s", got)
+			}
+		})
+	}
+}
+
+// TestInitCreateFailureUnmountsRootfs: the rootfs mounted for a create
+// that failed is unmounted again.
+func TestInitCreateFailureUnmountsRootfs(t *testing.T) {
+	needRoot(t)
+	bundle := t.TempDir()
+	t.Cleanup(func() { _ = unix.Unmount(filepath.Join(bundle, "rootfs"), unix.MNT_DETACH) })
+	eng := &fakeEngine{}
+	var mountedDuringCreate int
+	eng.create = func(context.Context, string, string, *runc.CreateOpts) error {
+		mountedDuringCreate = len(mountsAt(t, filepath.Join(bundle, "rootfs")))
+		return errors.New("exit status 1")
+	}
+	p := NewInit(InitConfig{ID: "c1", Bundle: bundle, Rootfs: []Mount{{Type: "tmpfs", Source: "tmpfs"}}}, eng)
+	if _, err := p.Create(context.Background()); err == nil {
+		t.Fatal("Create: got nil error")
+	}
+	if mountedDuringCreate != 1 {
+		t.Errorf("mounts on rootfs during runtime create: got %d, want 1", mountedDuringCreate)
+	}
+	if got := mountsAt(t, filepath.Join(bundle, "rootfs")); len(got) != 0 {
+		t.Errorf("mounts left after a failed create: %v", got)
+	}
+}
+
+// TestInitRootfsMountedUntilDelete: the rootfs stays mounted while the
+// container lives and is unmounted by Delete.
+func TestInitRootfsMountedUntilDelete(t *testing.T) {
+	needRoot(t)
+	child := startSleeper(t)
+	bundle := t.TempDir()
+	rootfs := filepath.Join(bundle, "rootfs")
+	t.Cleanup(func() { _ = unix.Unmount(rootfs, unix.MNT_DETACH) })
+	eng := &fakeEngine{create: writePid(child.Process.Pid)}
+	p := NewInit(InitConfig{ID: "c1", Bundle: bundle, Rootfs: []Mount{{Type: "tmpfs", Source: "tmpfs"}}}, eng)
+	if _, err := p.Create(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := mountsAt(t, rootfs); len(got) != 1 {
+		t.Fatalf("mounts on rootfs after Create: got %v, want 1", got)
+	}
+	p.SetExited(0, time.Now())
+	if _, err := p.Delete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := mountsAt(t, rootfs); len(got) != 0 {
+		t.Errorf("mounts on rootfs after Delete: %v", got)
+	}
+}
+
+func TestInitStartFailure(t *testing.T) {
+	eng := &fakeEngine{}
+	p, _ := createdInit(t, eng)
+	cause := errors.New("exit status 1")
+	eng.start = func(context.Context, string) error {
+		writeLogError(t, p.cfg.Bundle, "cannot start a container that has stopped")
+		return cause
+	}
+	err := p.Start(context.Background())
+	if !errors.Is(err, cause) {
+		t.Fatalf("Start: got %v, want it to wrap %v", err, cause)
+	}
+	if want := `start "c1": cannot start a container that has stopped: exit status 1`; err.Error() != want {
+		t.Errorf("Start error: got %q, want %q", err, want)
+	}
+	wantState(t, p, Created)
+
+	eng.start = nil
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatalf("Start retry: %v", err)
+	}
+	wantState(t, p, Running)
+}
+
+// TestInitExitDuringStart: a process that exits before runc start returns
+// (/bin/true) ends Stopped, and Start still succeeds.
+func TestInitExitDuringStart(t *testing.T) {
+	tests := []struct {
+		name     string
+		startErr error
+	}{
+		{name: "start succeeds", startErr: nil},
+		{name: "start reports an error after the exit", startErr: errors.New("exit status 1")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eng := &fakeEngine{}
+			p, _ := createdInit(t, eng)
+			eng.start = func(context.Context, string) error {
+				p.SetExited(0, time.Now())
+				return tt.startErr
+			}
+			if err := p.Start(context.Background()); err != nil {
+				t.Fatalf("Start: got %v, want nil", err)
+			}
+			wantState(t, p, Stopped)
+			st, err := p.Wait(context.Background())
+			if err != nil || st.ExitStatus != 0 {
+				t.Errorf("Wait: got (%d, %v), want (0, nil)", st.ExitStatus, err)
+			}
+		})
+	}
+}
+
+// TestInitStartingRefusesSecondCaller: while runc start runs, a second
+// Start or a Delete fails cleanly instead of racing it.
+func TestInitStartingRefusesSecondCaller(t *testing.T) {
+	eng := &fakeEngine{}
+	p, _ := createdInit(t, eng)
+	entered, release := make(chan struct{}), make(chan struct{})
+	eng.start = func(context.Context, string) error {
+		close(entered)
+		<-release
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Start(context.Background()) }()
+	<-entered
+	wantState(t, p, Starting)
+	if err := p.Start(context.Background()); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("second Start while starting: got %v, want FailedPrecondition", err)
+	}
+	if _, err := p.Delete(context.Background()); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("Delete while starting: got %v, want FailedPrecondition", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	wantState(t, p, Running)
+}
+
+func TestInitDeleteRuntimeResults(t *testing.T) {
+	tests := []struct {
+		name      string
+		err       error
+		wantErr   bool
+		wantState State
+	}{
+		{name: "ok", err: nil, wantState: Deleted},
+		{name: "already gone", err: errors.New("exit status 1: container does not exist"), wantState: Deleted},
+		{name: "failure keeps stopped", err: errors.New("exit status 1: device or resource busy"), wantErr: true, wantState: Stopped},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eng := &fakeEngine{delete: func(context.Context, string, *runc.DeleteOpts) error { return tt.err }}
+			p, _ := createdInit(t, eng)
+			p.SetExited(1, time.Now())
+			_, err := p.Delete(context.Background())
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Delete: got %v, want error %v", err, tt.wantErr)
+			}
+			wantState(t, p, tt.wantState)
+			if tt.wantErr {
+				// A failed delete may be retried.
+				eng.delete = nil
+				if _, err := p.Delete(context.Background()); err != nil {
+					t.Fatalf("Delete retry: %v", err)
+				}
+				wantState(t, p, Deleted)
+			}
+		})
+	}
+}
+
+func TestInitWaitContext(t *testing.T) {
+	p, _ := createdInit(t, &fakeEngine{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := p.Wait(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Wait with a cancelled context: got %v, want context.Canceled", err)
+	}
+}
+
+// TestInitWaitManyCallers: every Wait caller wakes on the one exit.
+func TestInitWaitManyCallers(t *testing.T) {
+	p, _ := createdInit(t, &fakeEngine{})
+	const n = 10
+	var wg sync.WaitGroup
+	results := make(chan int, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := p.Wait(ctx)
+			if err != nil {
+				results <- -1
+				return
+			}
+			results <- st.ExitStatus
+		}()
+	}
+	p.SetExited(42, time.Now())
+	wg.Wait()
+	close(results)
+	for got := range results {
+		if got != 42 {
+			t.Errorf("Wait: got %d, want 42", got)
+		}
+	}
+}
+
+func TestInitPids(t *testing.T) {
+	tests := []struct {
+		name    string
+		ps      func(context.Context, string) ([]int, error)
+		want    []int
+		wantErr bool
+	}{
+		{name: "ok", ps: func(context.Context, string) ([]int, error) { return []int{10, 11}, nil }, want: []int{10, 11}},
+		{name: "failure", ps: func(context.Context, string) ([]int, error) { return nil, errors.New("exit status 1") }, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, _ := createdInit(t, &fakeEngine{ps: tt.ps})
+			got, err := p.Pids(context.Background())
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Pids: got error %v, want error %v", err, tt.wantErr)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Pids: got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestInitCloseStdin: CloseIO reaches the container's stdin; with no IO
+// it is a no-op.
+func TestInitCloseStdin(t *testing.T) {
+	NewInit(InitConfig{ID: "c1", Bundle: t.TempDir()}, &fakeEngine{}).CloseStdin()
+
+	child := startSleeper(t)
+	in := mkfifo(t, t.TempDir(), "in")
+	p := NewInit(InitConfig{ID: "c1", Bundle: t.TempDir(), Stdio: Stdio{Stdin: in}}, &fakeEngine{create: writePid(child.Process.Pid)})
+	if _, err := p.Create(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		p.SetExited(0, time.Now())
+		_, _ = p.Delete(context.Background())
+	}()
+	openFifoWriter(t, in)
+	p.CloseStdin()
+	p.mu.Lock()
+	pio := p.io
+	p.mu.Unlock()
+	select {
+	case <-pio.copyDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("stdin copy still running after CloseStdin")
+	}
+}
