@@ -93,6 +93,7 @@ func (e *env) create(s ctrSpec) *running {
 		skipIfNotImplemented(e.t, err, "create task "+s.id)
 		e.t.Fatalf("create task %s: %v", s.id, err)
 	}
+	e.noteSocket(s.id)
 	r.exitC, err = r.task.Wait(e.ctx)
 	if err != nil {
 		e.t.Fatalf("wait task %s: %v", s.id, err)
