@@ -159,8 +159,20 @@ func (e *env) noteSocket(id string) {
 		e.t.Errorf("task %s: shim address %q is not a unix:// path", id, address)
 		return
 	}
-	if !slices.Contains(*e.sockets, path) {
-		*e.sockets = append(*e.sockets, path)
+	if slices.Contains(*e.sockets, path) {
+		return
+	}
+	*e.sockets = append(*e.sockets, path)
+	// A file socket (an abstract one would be reachable from any process
+	// in the network namespace, containers included) in a directory only
+	// its owner can enter.
+	if fi, err := os.Lstat(path); err != nil || fi.Mode().Type() != os.ModeSocket {
+		e.t.Errorf("task %s: shim address %s is not a socket file (%v)", id, path, err)
+	}
+	if fi, err := os.Stat(filepath.Dir(path)); err != nil {
+		e.t.Errorf("task %s: shim socket directory: %v", id, err)
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		e.t.Errorf("task %s: shim socket directory %s has mode %v, want no access for group and others", id, filepath.Dir(path), fi.Mode())
 	}
 }
 
