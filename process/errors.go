@@ -3,8 +3,11 @@ package process
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
 	"strings"
 )
 
@@ -44,10 +47,15 @@ func lastLogError(path string) string {
 // not exist (any more). runc and crun word it differently; this is the one
 // place that matches their text.
 func isRuntimeNotFound(err error) bool {
-	if err == nil {
+	// A runtime binary that cannot be run says nothing about the
+	// container: it must not pass for "already gone".
+	if err == nil || errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
 		return false
 	}
 	msg := err.Error()
+	if strings.Contains(msg, "executable file not found") {
+		return false
+	}
 	for _, s := range []string{
 		"does not exist",        // runc: container does not exist
 		"not found",             // runc 1.0: container not found

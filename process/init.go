@@ -166,6 +166,12 @@ func (p *Init) SetExited(status int, at time.Time) {
 	if p.state != Deleting {
 		_ = transition(&p.state, Stopped, "exit", p.cfg.ID)
 	}
+	p.recordExitLocked(status, at)
+}
+
+// recordExitLocked is the one place an exit is recorded: the pidfd goes
+// (the pid may be reused from now on) and Wait callers wake.
+func (p *Init) recordExitLocked(status int, at time.Time) {
 	p.exitStatus, p.exitedAt = status, at
 	if p.pidfd >= 0 {
 		unix.Close(p.pidfd)
@@ -254,7 +260,8 @@ func (p *Init) Delete(ctx context.Context) (Status, error) {
 	p.io = nil
 	p.state = Deleted
 	if p.exitedAt.IsZero() {
-		p.exitStatus, p.exitedAt = 128+int(unix.SIGKILL), time.Now()
+		// The reaper never brought the exit: report the SIGKILL runc sent.
+		p.recordExitLocked(KilledStatus, time.Now())
 	}
 	st := p.statusLocked()
 	p.mu.Unlock()

@@ -64,7 +64,7 @@ func allowed(from, to State) bool {
 // operation for the error message.
 func transition(cur *State, next State, op, id string) error {
 	if !allowed(*cur, next) {
-		return fmt.Errorf("%s %q: process is %s: %w", op, id, *cur, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("%s %q: process is %s, cannot become %s: %w", op, id, *cur, next, errdefs.ErrFailedPrecondition)
 	}
 	*cur = next
 	return nil
