@@ -27,6 +27,7 @@ func TestLifecycle(t *testing.T) {
 				}
 			})
 			t.Run("pod-of-three", func(t *testing.T) { testPodOfThree(t, e.sub(t), "pod1") })
+			t.Run("task-api-version", func(t *testing.T) { testTaskAPIVersion(t, e.sub(t)) })
 		})
 	}
 }
@@ -113,4 +114,31 @@ func testPodOfThree(t *testing.T, e *env, pod string) {
 			t.Errorf("%s: mounts left in its bundle after delete: %v", r.id, got)
 		}
 	}
+}
+
+// testTaskAPIVersion: which task API version the daemon settled on with
+// the shim, as containerd recorded it in the bundle. This shim answers a
+// 2.3+ caller's BootstrapParams with a v3 BootstrapResult and an older
+// caller with the plain address (task API v2, which every daemon speaks);
+// the upstream runc shim of each version answers with v3 JSON on 2.x.
+func testTaskAPIVersion(t *testing.T, e *env) {
+	want := map[string]map[string]int{
+		sandboxRuntime: {"2.4.2": 3, "2.2": 2, "1.6": 2},
+		runcRuntime:    {"2.4.2": 3, "2.2": 3, "1.6": 2},
+	}[runtimeUnderTest()][e.d.version.name]
+	if want == 0 {
+		t.Skipf("no expectation for runtime %s on containerd %s", runtimeUnderTest(), e.d.version.name)
+	}
+	r := e.run(ctrSpec{id: "apiversion", args: []string{"true"}})
+	_, got, err := shimAddress(e.bundleDir(r.id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("task API version in the bundle = %d, want %d", got, want)
+	}
+	if code := r.wait(time.Minute); code != 0 {
+		t.Errorf("exit code = %d, want 0", code)
+	}
+	r.delete()
 }
