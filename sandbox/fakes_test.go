@@ -1,0 +1,295 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	runc "github.com/containerd/go-runc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+)
+
+// fakeEngine is the OCI runtime below process.Engine: it records calls
+// and runs the hook set for a verb.
+type fakeEngine struct {
+	mu    sync.Mutex
+	calls []string
+
+	create func(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error
+	start  func(ctx context.Context, id string) error
+	kill   func(ctx context.Context, id string, sig int, opts *runc.KillOpts) error
+	delete func(ctx context.Context, id string, opts *runc.DeleteOpts) error
+	ps     func(ctx context.Context, id string) ([]int, error)
+}
+
+var _ process.Engine = (*fakeEngine)(nil)
+
+func (e *fakeEngine) record(format string, args ...any) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.calls = append(e.calls, fmt.Sprintf(format, args...))
+}
+
+func (e *fakeEngine) Calls() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.calls...)
+}
+
+func (e *fakeEngine) Create(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error {
+	e.record("create %s", id)
+	if e.create != nil {
+		return e.create(ctx, id, bundle, opts)
+	}
+	return errors.New("fake engine: no create hook")
+}
+
+func (e *fakeEngine) Start(ctx context.Context, id string) error {
+	e.record("start %s", id)
+	if e.start != nil {
+		return e.start(ctx, id)
+	}
+	return nil
+}
+
+func (e *fakeEngine) Kill(ctx context.Context, id string, sig int, opts *runc.KillOpts) error {
+	e.record("kill %s %d all=%v", id, sig, opts != nil && opts.All)
+	if e.kill != nil {
+		return e.kill(ctx, id, sig, opts)
+	}
+	return nil
+}
+
+func (e *fakeEngine) Delete(ctx context.Context, id string, opts *runc.DeleteOpts) error {
+	e.record("delete %s force=%v", id, opts != nil && opts.Force)
+	if e.delete != nil {
+		return e.delete(ctx, id, opts)
+	}
+	return nil
+}
+
+func (e *fakeEngine) Ps(ctx context.Context, id string) ([]int, error) {
+	e.record("ps %s", id)
+	if e.ps != nil {
+		return e.ps(ctx, id)
+	}
+	return nil, nil
+}
+
+// writePid is a create hook that writes pid to the pid file, as
+// `runc create --pid-file` does.
+func writePid(pid int) func(context.Context, string, string, *runc.CreateOpts) error {
+	return func(_ context.Context, _, _ string, opts *runc.CreateOpts) error {
+		return os.WriteFile(opts.PidFile, []byte(fmt.Sprint(pid)), 0o600)
+	}
+}
+
+// published is one event as the publisher got it.
+type published struct {
+	topic string
+	event proto.Message
+}
+
+// fakePublisher records events in the order they arrive. fail makes the
+// next calls fail; failTopic makes every call for that topic fail; block,
+// when set, holds every call until it is closed or ctx is done.
+type fakePublisher struct {
+	mu        sync.Mutex
+	events    []published
+	attempts  int
+	fail      int
+	failTopic string
+	block     chan struct{}
+}
+
+func (p *fakePublisher) Publish(ctx context.Context, topic string, event proto.Message) error {
+	p.mu.Lock()
+	p.attempts++
+	block := p.block
+	if p.fail > 0 || topic == p.failTopic {
+		if p.fail > 0 {
+			p.fail--
+		}
+		p.mu.Unlock()
+		return errors.New("fake publisher: containerd unreachable")
+	}
+	p.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.events = append(p.events, published{topic: topic, event: event})
+	return nil
+}
+
+func (p *fakePublisher) all() []published {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]published(nil), p.events...)
+}
+
+// topicsOf returns the topics published for container id, in order.
+func (p *fakePublisher) topicsOf(id string) []string {
+	var out []string
+	for _, e := range p.all() {
+		if eventContainer(e.event) == id {
+			out = append(out, e.topic)
+		}
+	}
+	return out
+}
+
+func eventContainer(m proto.Message) string {
+	switch e := m.(type) {
+	case *eventstypes.TaskCreate:
+		return e.ContainerID
+	case *eventstypes.TaskStart:
+		return e.ContainerID
+	case *eventstypes.TaskExit:
+		return e.ContainerID
+	case *eventstypes.TaskDelete:
+		return e.ContainerID
+	}
+	return ""
+}
+
+// pod is a Manager over fake engines (one per bundle) and a fake
+// publisher, with no reaper: tests deliver exits with handleExit.
+type pod struct {
+	m   *Manager
+	pub *fakePublisher
+
+	mu      sync.Mutex
+	engines map[string]*fakeEngine // by bundle; guarded by mu
+}
+
+func newPod(t *testing.T) *pod {
+	t.Helper()
+	p := &pod{pub: &fakePublisher{}, engines: map[string]*fakeEngine{}}
+	p.m = NewManager(context.Background(), Config{
+		Namespace: "testns",
+		Publisher: p.pub,
+		NewEngine: func(_ process.RuntimeOptions, bundle string) process.Engine {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			e, ok := p.engines[bundle]
+			if !ok {
+				e = &fakeEngine{}
+				p.engines[bundle] = e
+			}
+			return e
+		},
+	})
+	t.Cleanup(func() { p.close(t) })
+	return p
+}
+
+var closedPods sync.Map
+
+// close flushes events and stops the Manager; safe to call twice.
+func (p *pod) close(t *testing.T) {
+	t.Helper()
+	if _, done := closedPods.LoadOrStore(p, true); done {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.m.Close(ctx); err != nil {
+		t.Errorf("Manager.Close: %v", err)
+	}
+}
+
+// engineFor returns the fake engine used for bundle, creating it.
+func (p *pod) engineFor(bundle string) *fakeEngine {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.engines[bundle]
+	if !ok {
+		e = &fakeEngine{}
+		p.engines[bundle] = e
+	}
+	return e
+}
+
+// newBundle makes a bundle directory with a minimal config.json.
+func newBundle(t *testing.T, annotations map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	writeConfig(t, dir, annotations)
+	return dir
+}
+
+func writeConfig(t *testing.T, dir string, annotations map[string]string) {
+	t.Helper()
+	cfg, err := json.Marshal(map[string]any{
+		"ociVersion":  "1.0.2",
+		"root":        map[string]string{"path": "rootfs"},
+		"annotations": annotations,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startSleeper starts a real child that stands in for a container's init
+// process; the test reaps it.
+func startSleeper(t *testing.T) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("/bin/busybox", "sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd
+}
+
+// createContainer creates id in a new bundle whose fake runtime reports a
+// live child's pid, and returns the pid and the engine.
+func (p *pod) createContainer(t *testing.T, id string) (int, *fakeEngine) {
+	t.Helper()
+	bundle := newBundle(t, nil)
+	child := startSleeper(t)
+	e := p.engineFor(bundle)
+	e.create = writePid(child.Process.Pid)
+	pid, err := p.m.Create(context.Background(), CreateRequest{ID: id, Bundle: bundle})
+	if err != nil {
+		t.Fatalf("Create %s: %v", id, err)
+	}
+	if pid != child.Process.Pid {
+		t.Fatalf("Create %s pid: got %d, want %d", id, pid, child.Process.Pid)
+	}
+	return pid, e
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
