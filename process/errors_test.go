@@ -149,3 +149,29 @@ func TestRuntimeError(t *testing.T) {
 		})
 	}
 }
+
+// TestIsRuntimeNotFoundMissingBinary: a runtime binary that is not
+// installed is not a container that is gone. Matching it as "not found"
+// makes Delete, Kill --all and the delete action report success for a
+// container nobody touched.
+func TestIsRuntimeNotFoundMissingBinary(t *testing.T) {
+	r := &runc.Runc{Command: "no-such-runtime-binary"}
+	realErr := r.Kill(context.Background(), "c1", 9, nil)
+	tests := []struct {
+		name string
+		err  error
+	}{
+		{name: "go-runc with a binary not in PATH", err: realErr},
+		{name: "exec.ErrNotFound text", err: errors.New(`exec: "crun": executable file not found in $PATH`)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.err == nil {
+				t.Fatal("expected an error from a missing runtime binary")
+			}
+			if isRuntimeNotFound(tt.err) {
+				t.Errorf("isRuntimeNotFound(%q) = true, want false", tt.err)
+			}
+		})
+	}
+}

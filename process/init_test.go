@@ -636,3 +636,37 @@ func TestInitCloseStdin(t *testing.T) {
 		t.Fatal("stdin copy still running after CloseStdin")
 	}
 }
+
+// TestInitDeleteCreatedWithoutExit: when the exit of a never-started
+// container does not arrive within deleteExitWait, Delete reports the
+// SIGKILL runc sent (137). The process must then look exited everywhere:
+// Wait callers (containerd holds one open for every task) return, the
+// pidfd is closed, and the reaper's late report changes nothing.
+func TestInitDeleteCreatedWithoutExit(t *testing.T) {
+	child := startSleeper(t)
+	before := countFDs(t)
+	p := newTestInit(t, &fakeEngine{}, child)
+	if _, err := p.Create(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p.pidfd < 0 {
+		t.Fatal("no pidfd for a live child; test cannot check the leak")
+	}
+	st, err := p.Delete(context.Background()) // waits deleteExitWait
+	if err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if st.ExitStatus != KilledStatus {
+		t.Errorf("Delete status: got %d, want %d", st.ExitStatus, KilledStatus)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if st, err := p.Wait(ctx); err != nil || st.ExitStatus != KilledStatus {
+		t.Errorf("Wait after Delete: got (%d, %v), want (%d, nil)", st.ExitStatus, err, KilledStatus)
+	}
+	// The reaper's late report must not reopen anything either.
+	p.SetExited(0, time.Now())
+	if got := countFDs(t); got > before {
+		t.Errorf("fds after Delete: got %d, want %d (pidfd leaked)\n%s", got, before, listFDs())
+	}
+}

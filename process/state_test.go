@@ -102,3 +102,28 @@ func TestTransitionTableCount(t *testing.T) {
 		t.Fatalf("allowed transitions: got %d, want %d", n, len(wantAllowed))
 	}
 }
+
+// TestTransitionErrorNamesBothStates: STYLE.md asks that a wrong-state
+// error name both states, the one the process is in and the one the
+// operation needed, so a client can tell what went wrong.
+func TestTransitionErrorNamesBothStates(t *testing.T) {
+	for _, f := range allStates {
+		for _, to := range allStates {
+			if wantAllowed[[2]State{f, to}] {
+				continue
+			}
+			t.Run(fmt.Sprintf("%s->%s", f, to), func(t *testing.T) {
+				cur := f
+				err := transition(&cur, to, "op", "c1")
+				if err == nil {
+					t.Fatalf("transition(%s -> %s) = nil, want an error", f, to)
+				}
+				for _, s := range []string{f.String(), to.String()} {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("error %q does not name state %q", err, s)
+					}
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package sandbox
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+)
+
+// fakeRuntime writes a shell script that stands in for runc: it appends
+// its arguments to calls and prints stderr, exiting with code.
+func fakeRuntime(t *testing.T, stderr string, code int) (binary, calls string) {
+	t.Helper()
+	dir := t.TempDir()
+	binary = filepath.Join(dir, "runtime")
+	calls = filepath.Join(dir, "calls")
+	script := "#!/bin/sh\necho \"$@\" >> " + calls + "\n"
+	if stderr != "" {
+		script += "echo '" + stderr + "' >&2\n"
+	}
+	script += "exit " + strconv.Itoa(code) + "\n"
+	if err := os.WriteFile(binary, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return binary, calls
+}
+
+func TestCleanup(t *testing.T) {
+	tests := []struct {
+		name    string
+		stderr  string
+		code    int
+		wantErr string // "" for success
+	}{
+		{name: "runtime deletes", code: 0},
+		{name: "container already gone", stderr: "container does not exist", code: 1},
+		{name: "runtime fails", stderr: "permission denied", code: 1, wantErr: "permission denied"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			binary, calls := fakeRuntime(t, tt.stderr, tt.code)
+			bundle := newBundle(t, nil)
+			root := t.TempDir()
+			if err := writeBundleState(bundle, bundleState{Options: process.RuntimeOptions{BinaryName: binary, Root: root}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(bundle, "init.pid"), []byte("4242"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for attempt := 1; attempt <= 2; attempt++ {
+				before := time.Now()
+				res, err := Cleanup(context.Background(), "ns", "c1", bundle)
+				if tt.wantErr != "" {
+					if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+						t.Fatalf("Cleanup: got %v, want an error containing %q", err, tt.wantErr)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("Cleanup attempt %d: %v", attempt, err)
+				}
+				if res.Pid != 4242 || res.ExitStatus != process.KilledStatus || res.ExitedAt.Before(before) {
+					t.Errorf("Cleanup attempt %d: got %+v, want pid 4242, status %d, a fresh time", attempt, res, process.KilledStatus)
+				}
+			}
+			data, err := os.ReadFile(calls)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+			if len(lines) != 2 {
+				t.Fatalf("runtime calls: got %q, want 2", lines)
+			}
+			for _, l := range lines {
+				if !strings.Contains(l, "--root "+filepath.Join(root, "ns")) || !strings.HasSuffix(l, "delete --force c1") {
+					t.Errorf("runtime call %q: want --root %s ... delete --force c1", l, filepath.Join(root, "ns"))
+				}
+			}
+		})
+	}
+}
+
+// TestCleanupBrokenState: a shim that died before writing its state
+// falls back to the default runtime; with no pid file the pid is 0.
+func TestCleanupBrokenState(t *testing.T) {
+	bundle := newBundle(t, nil)
+	if err := os.WriteFile(filepath.Join(bundle, bundleStateFile), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	binary, calls := fakeRuntime(t, "", 0)
+	// The default runtime is looked up in PATH; put the fake there as runc.
+	dir := filepath.Dir(binary)
+	if err := os.Rename(binary, filepath.Join(dir, "runc")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+	res, err := Cleanup(context.Background(), "ns", "c1", bundle)
+	if err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if res.Pid != 0 || res.ExitStatus != process.KilledStatus {
+		t.Errorf("Cleanup: got %+v, want pid 0, status %d", res, process.KilledStatus)
+	}
+	data, _ := os.ReadFile(calls)
+	if want := "--root " + filepath.Join(process.DefaultRuntimeRoot, "ns"); !strings.Contains(string(data), want) {
+		t.Errorf("runtime call %q: want the default root (%s)", data, want)
+	}
+}
+
+// TestCleanupMissingRuntime: when the runtime binary is not installed,
+// nothing was deleted and the delete action must say so rather than take
+// exec's "executable file not found" for "the container does not exist".
+func TestCleanupMissingRuntime(t *testing.T) {
+	bundle := newBundle(t, nil)
+	if err := writeBundleState(bundle, bundleState{Options: process.RuntimeOptions{BinaryName: "no-such-runtime-binary", Root: t.TempDir()}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Cleanup(context.Background(), "ns", "c1", bundle)
+	if err == nil {
+		t.Errorf("Cleanup with a missing runtime binary: got %+v, nil; want an error", res)
+	}
+}
