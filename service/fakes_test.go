@@ -1,0 +1,119 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	runc "github.com/containerd/go-runc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/sandbox"
+)
+
+// forkEngine is a fake OCI runtime whose create forks a real child of the
+// test process (reaped by the Manager's reaper) and reports its pid.
+type forkEngine struct {
+	args []string
+
+	mu    sync.Mutex
+	cmds  []*exec.Cmd
+	calls []string
+}
+
+func (e *forkEngine) record(s string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.calls = append(e.calls, s)
+}
+
+func (e *forkEngine) Create(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error {
+	e.record("create " + id)
+	cmd := exec.Command(e.args[0], e.args[1:]...)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.cmds = append(e.cmds, cmd)
+	e.mu.Unlock()
+	return os.WriteFile(opts.PidFile, []byte(fmt.Sprint(cmd.Process.Pid)), 0o600)
+}
+
+func (e *forkEngine) Start(ctx context.Context, id string) error {
+	e.record("start " + id)
+	return nil
+}
+
+func (e *forkEngine) Kill(ctx context.Context, id string, sig int, opts *runc.KillOpts) error {
+	e.record(fmt.Sprintf("kill %s %d", id, sig))
+	return nil
+}
+
+func (e *forkEngine) Delete(ctx context.Context, id string, opts *runc.DeleteOpts) error {
+	e.record("delete " + id)
+	return nil
+}
+
+func (e *forkEngine) Ps(ctx context.Context, id string) ([]int, error) {
+	e.record("ps " + id)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var pids []int
+	for _, c := range e.cmds {
+		pids = append(pids, c.Process.Pid)
+	}
+	return pids, nil
+}
+
+func (e *forkEngine) cleanup() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, c := range e.cmds {
+		_ = c.Process.Kill()
+		_ = c.Process.Release()
+	}
+}
+
+type nopPublisher struct{}
+
+func (nopPublisher) Publish(context.Context, string, proto.Message) error { return nil }
+
+// newTestTask returns a Task over a Manager with a real reaper whose
+// containers are children running args.
+func newTestTask(t *testing.T, args ...string) (*Task, *forkEngine) {
+	t.Helper()
+	if len(args) == 0 {
+		args = []string{"/bin/busybox", "sleep", "60"}
+	}
+	eng := &forkEngine{args: args}
+	m := sandbox.NewManager(context.Background(), sandbox.Config{
+		Namespace: "testns",
+		Publisher: nopPublisher{},
+		Reaper:    process.NewReaper(),
+		NewEngine: func(process.RuntimeOptions, string) process.Engine { return eng },
+	})
+	t.Cleanup(func() {
+		eng.cleanup()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := m.Close(ctx); err != nil {
+			t.Errorf("Manager.Close: %v", err)
+		}
+	})
+	return NewTask(m, process.RuntimeOptions{}), eng
+}
+
+// newBundle makes a bundle with a minimal config.json.
+func newBundle(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/config.json", []byte(`{"root":{"path":"rootfs"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
