@@ -318,4 +318,3 @@ func TestTaskLifecycle(t *testing.T) {
 		t.Errorf("runtime calls: got %q, want %q", eng.calls, want)
 	}
 }
-
