@@ -625,7 +625,8 @@ func TestInitCloseStdin(t *testing.T) {
 		p.SetExited(0, time.Now())
 		_, _ = p.Delete(context.Background())
 	}()
-	openFifoWriter(t, in)
+	w := openFifoWriter(t, in)
+	w.Close()
 	p.CloseStdin()
 	p.mu.Lock()
 	pio := p.io

@@ -12,7 +12,6 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
-	"github.com/containerd/fifo"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,9 +34,12 @@ type Stdio struct {
 // makes the container block once the pipe is full rather than die of
 // SIGPIPE, which is what the runc shim's copy loop gives too.
 //
-// stdin is copied, because a fifo opened for reading before containerd's
-// writer exists reads as EOF: the shim opens it the blocking way and copies
-// into a pipe whose read end the container gets.
+// stdin is copied into a pipe whose read end the container gets. The shim
+// holds a write end of the stdin fifo itself, as the runc shim does, so
+// the copy never reads EOF merely because containerd's writer is not open
+// yet or went away (a containerd restart, an attach ending): the container
+// sees EOF only after CloseIO released the shim's writer and every other
+// writer closed, and only once everything written has been drained.
 type processIO struct {
 	// child holds the fds the runtime passes to the container; the shim's
 	// copies are closed once the runtime has started (closeChildSide).
@@ -51,9 +53,12 @@ type processIO struct {
 	keepOpen []*os.File
 
 	stdinMu sync.Mutex
-	// stdinFifo and stdinPipe are the copy's source and sink. Guarded by
-	// stdinMu; nil once closed (CloseIO or Close).
-	stdinFifo io.ReadCloser
+	// stdinHold is the shim's write end of the stdin fifo, closed by
+	// CloseIO. stdinFifo and stdinPipe are the copy's source and sink,
+	// closed by the copy at EOF or by Close. All guarded by stdinMu; nil
+	// once closed.
+	stdinHold *os.File
+	stdinFifo *os.File
 	stdinPipe *os.File
 	// copyDone is closed when the stdin copy goroutine returns.
 	copyDone chan struct{}
@@ -95,7 +100,7 @@ func openIO(ctx context.Context, s Stdio, uid, gid int) (_ *processIO, retErr er
 		p.childStderr = w
 	}
 	if s.Stdin != "" {
-		if err := p.openStdin(ctx, s.Stdin, uid, gid); err != nil {
+		if err := p.openStdin(s.Stdin, uid, gid); err != nil {
 			return nil, fmt.Errorf("open stdin %q: %w", s.Stdin, err)
 		}
 	}
@@ -175,7 +180,7 @@ func (p *processIO) openWriteEnd(path string) (*os.File, error) {
 	return os.NewFile(uintptr(wfd), path), nil
 }
 
-func (p *processIO) openStdin(ctx context.Context, path string, uid, gid int) error {
+func (p *processIO) openStdin(path string, uid, gid int) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -184,27 +189,40 @@ func (p *processIO) openStdin(ctx context.Context, path string, uid, gid int) er
 	if err := r.Chown(uid, gid); err != nil {
 		return err
 	}
-	// The fifo package's non-blocking open returns at once and defers the
-	// real open to the first Read, which blocks until containerd's writer
-	// is there. The open outlives this request, so it must not take ctx's
-	// cancellation: it is undone by Close instead.
-	f, err := fifo.OpenFifo(context.WithoutCancel(ctx), path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	// Reader first: a non-blocking O_WRONLY open fails without one.
+	rfd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
-	p.stdinFifo = f
+	p.stdinFifo = os.NewFile(uintptr(rfd), path)
+	wfd, err := unix.Open(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	p.stdinHold = os.NewFile(uintptr(wfd), path)
 	p.copyDone = make(chan struct{})
-	go p.copyStdin(f, w)
+	go p.copyStdin(p.stdinFifo, w)
 	return nil
 }
 
-// copyStdin copies containerd's stdin fifo into the container until the
-// writer closes it (EOF for the container) or CloseIO/Close stops it.
+// copyStdin copies containerd's stdin fifo into the container until EOF
+// (every writer, the shim's included, closed) or Close stops it, then
+// closes the container's stdin.
 func (p *processIO) copyStdin(src io.Reader, dst io.Writer) {
 	defer close(p.copyDone)
 	buf := make([]byte, 32<<10)
 	_, _ = io.CopyBuffer(dst, src, buf)
-	p.CloseStdin()
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	closeFile(&p.stdinFifo)
+	closeFile(&p.stdinPipe)
+}
+
+func closeFile(f **os.File) {
+	if *f != nil {
+		(*f).Close()
+		*f = nil
+	}
 }
 
 // Set gives the container's fds to the runtime command; go-runc calls it.
@@ -238,25 +256,24 @@ func (p *processIO) closeChildSide() {
 	p.childStdin, p.childStdout, p.childStderr, p.null = nil, nil, nil, nil
 }
 
-// CloseStdin ends the container's stdin (CloseIO): the pipe's writer closes
-// and the container reads EOF.
+// CloseStdin is CloseIO: it releases the shim's writer of the stdin fifo.
+// The container reads EOF once containerd's writer is closed too and what
+// was written has been copied; nothing in flight is dropped.
 func (p *processIO) CloseStdin() {
 	p.stdinMu.Lock()
 	defer p.stdinMu.Unlock()
-	if p.stdinFifo != nil {
-		p.stdinFifo.Close()
-		p.stdinFifo = nil
-	}
-	if p.stdinPipe != nil {
-		p.stdinPipe.Close()
-		p.stdinPipe = nil
-	}
+	closeFile(&p.stdinHold)
 }
 
 // Close releases every fd and waits for the stdin copy to return.
 func (p *processIO) Close() error {
 	p.closeChildSide()
-	p.CloseStdin()
+	p.stdinMu.Lock()
+	closeFile(&p.stdinHold)
+	// Closing the source and sink unblocks a copy still waiting on either.
+	closeFile(&p.stdinFifo)
+	closeFile(&p.stdinPipe)
+	p.stdinMu.Unlock()
 	if p.copyDone != nil {
 		<-p.copyDone
 	}

@@ -299,9 +299,52 @@ func TestOpenIORegularFileAndMissingFifo(t *testing.T) {
 	}
 }
 
+// readWithin reads exactly n bytes from f, failing the test if they do
+// not come within d.
+func readWithin(t *testing.T, f *os.File, n int, d time.Duration) []byte {
+	t.Helper()
+	if err := f.SetReadDeadline(time.Now().Add(d)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(f, buf); err != nil {
+		t.Fatalf("read %d bytes within %v: %v", n, d, err)
+	}
+	return buf
+}
+
+// wantEOFWithin fails the test unless f reads EOF, with no data before
+// it, within d.
+func wantEOFWithin(t *testing.T, f *os.File, d time.Duration) {
+	t.Helper()
+	if err := f.SetReadDeadline(time.Now().Add(d)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := f.Read(make([]byte, 1))
+	if n != 0 || err != io.EOF {
+		t.Fatalf("read: got (%d, %v), want (0, EOF) within %v", n, err, d)
+	}
+}
+
+// wantNoEOF checks that f has neither data nor EOF for a short while: the
+// container's stdin is still open. Absence can only be shown by waiting;
+// the wait bounds the check, it does not order anything.
+func wantNoEOF(t *testing.T, f *os.File) {
+	t.Helper()
+	if err := f.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := f.Read(make([]byte, 1))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read on an open, idle stdin: got (%d, %v), want a timeout", n, err)
+	}
+}
+
 // TestOpenIOStdin: what containerd writes into the stdin fifo comes out of
-// the container's stdin pipe, and the writer closing is EOF for the
-// container.
+// the container's stdin pipe, byte-exact. containerd's writer going away
+// (a restart, an attach ending) is not EOF for the container: the shim
+// holds a writer of its own until CloseIO, as containerd-shim-runc-v2
+// does, and a writer that comes back is copied again.
 func TestOpenIOStdin(t *testing.T) {
 	checkNoLeaks(t)
 	dir := t.TempDir()
@@ -312,32 +355,42 @@ func TestOpenIOStdin(t *testing.T) {
 	}
 	defer pio.Close()
 	w := openFifoWriter(t, in)
-	want := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB
+	want := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB, twice a pipe
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := w.Write(want)
 		w.Close()
 		wrote <- err
 	}()
-	got, err := io.ReadAll(pio.childStdin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := readWithin(t, pio.childStdin, len(want), 20*time.Second)
 	if err := <-wrote; err != nil {
 		t.Fatalf("write stdin fifo: %v", err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("container stdin got %d bytes, want %d identical bytes", len(got), len(want))
+		t.Fatalf("container stdin: %d bytes differ from the %d written", len(got), len(want))
 	}
+	wantNoEOF(t, pio.childStdin)
+
+	w2 := openFifoWriter(t, in)
+	if _, err := w2.Write([]byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readWithin(t, pio.childStdin, 5, 10*time.Second); string(got) != "again" {
+		t.Fatalf("after the writer came back: got %q, want %q", got, "again")
+	}
+	w2.Close()
+	pio.CloseStdin()
+	wantEOFWithin(t, pio.childStdin, 10*time.Second)
 	select {
 	case <-pio.copyDone:
 	case <-time.After(10 * time.Second):
-		t.Fatal("stdin copy did not return after the writer closed")
+		t.Fatal("stdin copy did not return after EOF")
 	}
 }
 
-// TestOpenIOCloseStdin: CloseIO ends the container's stdin while
-// containerd still holds its writer.
+// TestOpenIOCloseStdin: CloseIO while containerd still holds its writer
+// drops nothing: what is written after it still arrives, and EOF comes
+// when containerd's writer closes too. CloseStdin is idempotent.
 func TestOpenIOCloseStdin(t *testing.T) {
 	checkNoLeaks(t)
 	dir := t.TempDir()
@@ -351,24 +404,59 @@ func TestOpenIOCloseStdin(t *testing.T) {
 	if _, err := w.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 5)
-	if _, err := io.ReadFull(pio.childStdin, buf); err != nil {
+	pio.CloseStdin()
+	if _, err := w.Write([]byte(" world")); err != nil {
 		t.Fatal(err)
 	}
-	if string(buf) != "hello" {
-		t.Fatalf("got %q, want %q", buf, "hello")
+	if got := readWithin(t, pio.childStdin, 11, 10*time.Second); string(got) != "hello world" {
+		t.Fatalf("got %q, want %q", got, "hello world")
 	}
-	pio.CloseStdin()
-	n, err := pio.childStdin.Read(buf)
-	if n != 0 || err != io.EOF {
-		t.Fatalf("read after CloseStdin: got (%d, %v), want (0, EOF)", n, err)
-	}
+	wantNoEOF(t, pio.childStdin)
+	w.Close()
+	wantEOFWithin(t, pio.childStdin, 10*time.Second)
 	select {
 	case <-pio.copyDone:
 	case <-time.After(10 * time.Second):
-		t.Fatal("stdin copy did not return after CloseStdin")
+		t.Fatal("stdin copy did not return after EOF")
 	}
-	pio.CloseStdin() // idempotent
+	pio.CloseStdin()
+}
+
+// TestOpenIOCloseStdinNoWriter: CloseIO before containerd ever opened the
+// fifo is EOF for the container at once.
+func TestOpenIOCloseStdinNoWriter(t *testing.T) {
+	checkNoLeaks(t)
+	in := mkfifo(t, t.TempDir(), "in")
+	pio, err := openIO(context.Background(), Stdio{Stdin: in}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pio.Close()
+	wantNoEOF(t, pio.childStdin)
+	pio.CloseStdin()
+	wantEOFWithin(t, pio.childStdin, 10*time.Second)
+}
+
+// TestOpenIOCloseWithWriterOpen: Close does not wait for containerd to
+// close its writer.
+func TestOpenIOCloseWithWriterOpen(t *testing.T) {
+	checkNoLeaks(t)
+	in := mkfifo(t, t.TempDir(), "in")
+	pio, err := openIO(context.Background(), Stdio{Stdin: in}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	openFifoWriter(t, in)
+	closed := make(chan struct{})
+	go func() {
+		pio.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return while containerd's writer was open")
+	}
 }
 
 // TestOpenIOCloseNoLeaks opens and closes every stream 50 times, with and

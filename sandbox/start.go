@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/cgroups"
 )
@@ -102,15 +103,24 @@ var errShimRunning = errors.New("shim already running")
 
 // listenOrFind binds the socket, or reports errShimRunning when a live shim
 // owns it. A socket nobody answers on is stale (its shim died) and is
-// replaced. Binding is atomic, so of two concurrent starts one binds and
-// the other finds it.
+// replaced. Concurrent starts for one pod are serialised by a flock on the
+// socket directory: without it, a caller dialing between another's bind
+// and listen is refused, takes the socket for stale, removes it and binds
+// its own, and the pod gets two shims. The lock is held for a bind or a
+// dial, never across the daemon's start.
 func listenOrFind(path string) (*net.UnixListener, error) {
 	if len(path) > socketPathLimit {
 		return nil, fmt.Errorf("socket path %q is over %d bytes", path, socketPathLimit)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create socket dir: %w", err)
 	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	for attempt := 0; attempt < 2; attempt++ {
 		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 		if err == nil {
@@ -133,6 +143,26 @@ func listenOrFind(path string) (*net.UnixListener, error) {
 		}
 	}
 	return nil, fmt.Errorf("listen on %q: socket keeps reappearing", path)
+}
+
+// lockDir takes an exclusive flock on dir and returns its release.
+func lockDir(dir string) (func(), error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open socket dir: %w", err)
+	}
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("lock socket dir: %w", err)
+	}
+	// Closing the fd releases the lock.
+	return func() { unix.Close(fd) }, nil
 }
 
 // startDaemon starts this binary as the pod's shim, serving on l (its fd

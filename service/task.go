@@ -196,6 +196,10 @@ func (t *Task) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*emptypb
 		return nil, err
 	}
 	if !r.Stdin {
+		// Nothing to close, but an unknown id is still NotFound.
+		if _, err := t.m.State(ctx, r.ID); err != nil {
+			return nil, err
+		}
 		return &emptypb.Empty{}, nil
 	}
 	if err := t.m.CloseIO(ctx, r.ID); err != nil {
