@@ -95,6 +95,9 @@ func mountAll(mounts []Mount, target string) (retErr error) {
 		if m.Target != "" {
 			// A target is relative to the rootfs and must stay inside it.
 			dest = filepath.Join(target, filepath.Clean("/"+m.Target))
+			if err := os.MkdirAll(dest, 0o755); err != nil {
+				return fmt.Errorf("create mount target: %w", err)
+			}
 		}
 		flags, data := parseMountOptions(m.Options)
 		if len(data) >= pageSize {
