@@ -2,18 +2,15 @@ package process
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
-	"golang.org/x/sys/unix"
 )
 
 // InitConfig describes a container's init process.
@@ -27,39 +24,20 @@ type InitConfig struct {
 	Options RuntimeOptions
 }
 
-// Status is a snapshot of a process for State and Delete.
-type Status struct {
-	ID         string
-	Bundle     string
-	Pid        int
-	State      State
-	ExitStatus int
-	ExitedAt   time.Time
-	Stdio      Stdio
-}
-
 // Init is a container's init process: the container itself, as far as the
-// runtime is concerned. Its state machine is in state.go.
+// runtime is concerned. Its state machine is in state.go; what it shares
+// with exec processes (exit, pid, streams) is in proc.go.
 type Init struct {
+	proc
 	cfg    InitConfig
 	engine Engine
-
-	// exited is closed by SetExited; Wait callers select on it.
-	exited chan struct{}
-
-	mu sync.Mutex
-	// state, pid, pidfd, exitStatus, exitedAt and io are guarded by mu.
-	state      State
-	pid        int
-	pidfd      int // -1 when the kernel or a race denied us one
-	exitStatus int
-	exitedAt   time.Time
-	io         *processIO
 }
 
 // NewInit returns an init process that has not been created yet.
 func NewInit(cfg InitConfig, engine Engine) *Init {
-	return &Init{cfg: cfg, engine: engine, exited: make(chan struct{}), pidfd: -1}
+	p := &Init{cfg: cfg, engine: engine}
+	p.proc.init(cfg.ID, cfg.Bundle, cfg.Stdio)
+	return p
 }
 
 // ID returns the container id.
@@ -108,12 +86,10 @@ func (p *Init) Create(ctx context.Context) (_ int, retErr error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.state, p.pid, p.io = Created, pid, pio
+	p.state = Created
 	// The process is blocked in runc init until start, so the pid cannot
-	// have been reused yet; a pidfd pins it for Kill from now on.
-	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
-		p.pidfd = fd
-	}
+	// have been reused yet.
+	p.setPidLocked(pid, pio)
 	return pid, nil
 }
 
@@ -153,60 +129,21 @@ func (p *Init) Start(ctx context.Context) error {
 	return nil
 }
 
-// SetExited records the process's exit, reported by the reaper. It moves
-// the process to Stopped (a Deleting process keeps its state: the delete
-// itself caused the exit) and wakes Wait callers. A second exit for the
-// same process is ignored.
-func (p *Init) SetExited(status int, at time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.exitedAt.IsZero() {
-		return
-	}
-	if p.state != Deleting {
-		_ = transition(&p.state, Stopped, "exit", p.cfg.ID)
-	}
-	p.recordExitLocked(status, at)
-}
-
-// recordExitLocked is the one place an exit is recorded: the pidfd goes
-// (the pid may be reused from now on) and Wait callers wake.
-func (p *Init) recordExitLocked(status int, at time.Time) {
-	p.exitStatus, p.exitedAt = status, at
-	if p.pidfd >= 0 {
-		unix.Close(p.pidfd)
-		p.pidfd = -1
-	}
-	close(p.exited)
-}
-
 // Kill signals the container. all signals every process in it (runtime
 // kill --all); otherwise only the init process, through its pidfd when we
 // have one, so a recycled pid can never be hit.
 func (p *Init) Kill(ctx context.Context, sig int, all bool) error {
-	p.mu.Lock()
-	st := p.state
-	if !all && p.pidfd >= 0 && (st == Created || st == Starting || st == Running) {
-		err := unix.PidfdSendSignal(p.pidfd, unix.Signal(sig), nil, 0)
-		p.mu.Unlock()
-		if err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("kill %q: %w", p.cfg.ID, err)
+	if !all {
+		if sent, err := p.signal(sig); sent || err != nil {
+			return err
 		}
-		// ESRCH: it has just died and its exit is on the way.
-		return nil
 	}
-	p.mu.Unlock()
-	switch st {
+	switch st := p.Status().State; st {
 	case Deleting, Deleted:
 		return fmt.Errorf("kill %q: %w", p.cfg.ID, errdefs.ErrNotFound)
 	case Stopped:
 		if !all {
-			// Stopping a stopped process is done, as gVisor's shim agrees;
-			// any other signal has nobody to reach.
-			if sig == int(unix.SIGKILL) || sig == int(unix.SIGTERM) {
-				return nil
-			}
-			return fmt.Errorf("kill %q: process already finished: %w", p.cfg.ID, errdefs.ErrNotFound)
+			return stoppedKill(p.cfg.ID, sig)
 		}
 	}
 	if err := p.engine.Kill(ctx, p.cfg.ID, sig, &runc.KillOpts{All: all}); err != nil {
@@ -271,26 +208,6 @@ func (p *Init) Delete(ctx context.Context) (Status, error) {
 	return st, nil
 }
 
-// CloseStdin closes the container's stdin (CloseIO).
-func (p *Init) CloseStdin() {
-	p.mu.Lock()
-	pio := p.io
-	p.mu.Unlock()
-	if pio != nil {
-		pio.CloseStdin()
-	}
-}
-
-// Wait blocks until the process has exited or ctx is done.
-func (p *Init) Wait(ctx context.Context) (Status, error) {
-	select {
-	case <-p.exited:
-		return p.Status(), nil
-	case <-ctx.Done():
-		return Status{}, ctx.Err()
-	}
-}
-
 // Pids lists the processes in the container.
 func (p *Init) Pids(ctx context.Context) ([]int, error) {
 	pids, err := p.engine.Ps(ctx, p.cfg.ID)
@@ -298,23 +215,4 @@ func (p *Init) Pids(ctx context.Context) ([]int, error) {
 		return nil, runtimeError(err, p.logPath(), "ps "+strconv.Quote(p.cfg.ID))
 	}
 	return pids, nil
-}
-
-// Status returns a snapshot of the process.
-func (p *Init) Status() Status {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.statusLocked()
-}
-
-func (p *Init) statusLocked() Status {
-	return Status{
-		ID:         p.cfg.ID,
-		Bundle:     p.cfg.Bundle,
-		Pid:        p.pid,
-		State:      p.state,
-		ExitStatus: p.exitStatus,
-		ExitedAt:   p.exitedAt,
-		Stdio:      p.cfg.Stdio,
-	}
 }
