@@ -12,6 +12,7 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // waitFor polls cond every few milliseconds until it holds, failing the
@@ -96,6 +97,7 @@ type fakeEngine struct {
 
 	create func(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error
 	start  func(ctx context.Context, id string) error
+	exec   func(ctx context.Context, id string, spec specs.Process, opts *runc.ExecOpts) error
 	kill   func(ctx context.Context, id string, sig int, opts *runc.KillOpts) error
 	delete func(ctx context.Context, id string, opts *runc.DeleteOpts) error
 	ps     func(ctx context.Context, id string) ([]int, error)
@@ -128,6 +130,14 @@ func (e *fakeEngine) Start(ctx context.Context, id string) error {
 	e.record("start %s", id)
 	if e.start != nil {
 		return e.start(ctx, id)
+	}
+	return nil
+}
+
+func (e *fakeEngine) Exec(ctx context.Context, id string, spec specs.Process, opts *runc.ExecOpts) error {
+	e.record("exec %s", id)
+	if e.exec != nil {
+		return e.exec(ctx, id, spec, opts)
 	}
 	return nil
 }

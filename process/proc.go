@@ -41,6 +41,10 @@ type proc struct {
 	exitStatus int
 	exitedAt   time.Time
 	io         *processIO
+	// stdinClosed remembers a CloseIO that came before the streams were
+	// attached (an exec's Start still running): containerd's client sends
+	// it as soon as its input ends, which can be that early.
+	stdinClosed bool
 }
 
 func (p *proc) init(id, bundle string, stdio Stdio) {
@@ -53,6 +57,9 @@ func (p *proc) init(id, bundle string, stdio Stdio) {
 // reaped, pinning it with a pidfd so no signal can reach a recycled pid.
 func (p *proc) setPidLocked(pid int, pio *processIO) {
 	p.pid, p.io = pid, pio
+	if p.stdinClosed && pio != nil {
+		pio.CloseStdin()
+	}
 	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
 		p.pidfd = fd
 	}
@@ -119,6 +126,7 @@ func stoppedKill(id string, sig int) error {
 func (p *proc) CloseStdin() {
 	p.mu.Lock()
 	pio := p.io
+	p.stdinClosed = true
 	p.mu.Unlock()
 	if pio != nil {
 		pio.CloseStdin()
@@ -151,5 +159,25 @@ func (p *proc) statusLocked() Status {
 		ExitStatus: p.exitStatus,
 		ExitedAt:   p.exitedAt,
 		Stdio:      p.stdio,
+	}
+}
+
+func syscallKill(pid, sig int) error {
+	err := unix.Kill(pid, unix.Signal(sig))
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+// CloseAllIO closes the process's streams whatever its state, for a
+// process whose container is gone.
+func (p *proc) CloseAllIO() {
+	p.mu.Lock()
+	pio := p.io
+	p.io = nil
+	p.mu.Unlock()
+	if pio != nil {
+		pio.Close()
 	}
 }

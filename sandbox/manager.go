@@ -55,8 +55,12 @@ type Manager struct {
 	// byPid maps the pid of every live init process to its container, for
 	// exits. Guarded by mu.
 	byPid map[int]*container
-	// creating counts creates in flight: while a runtime create runs, the
-	// process it forks may die before its pid is known. Guarded by mu.
+	// execByPid maps the pid of every live exec process to it, for exits.
+	// Guarded by mu.
+	execByPid map[int]*execEntry
+	// creating counts creates and exec starts in flight: while a runtime
+	// create or exec runs, the process it forks may die before its pid is
+	// known. Guarded by mu.
 	creating int
 	// earlyExits holds exits no known pid matched while creating > 0
 	// (DESIGN.md race 1); dropped when creating returns to 0. Guarded by mu.
@@ -72,6 +76,12 @@ type container struct {
 	deferredExit *process.Exit
 	// rootfs is kept for the TaskCreate event.
 	rootfs []process.Mount
+	// bundle and options are what exec processes are run with.
+	bundle  string
+	options process.RuntimeOptions
+	// execs are the container's exec processes by exec id. Guarded by
+	// Manager.mu.
+	execs map[string]*process.Exec
 }
 
 // NewManager starts the reaper loop and the event publisher; Close stops
@@ -85,6 +95,7 @@ func NewManager(ctx context.Context, cfg Config) *Manager {
 		exit:       make(chan struct{}),
 		containers: make(map[string]*container),
 		byPid:      make(map[int]*container),
+		execByPid:  make(map[int]*execEntry),
 	}
 	if m.newEngine == nil {
 		m.newEngine = func(opts process.RuntimeOptions, bundle string) process.Engine {
@@ -124,7 +135,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 	if err := validateCreate(req); err != nil {
 		return 0, err
 	}
-	c := &container{rootfs: req.Rootfs}
+	c := &container{rootfs: req.Rootfs, bundle: req.Bundle, options: req.Options, execs: make(map[string]*process.Exec)}
 	m.mu.Lock()
 	if _, ok := m.containers[req.ID]; ok {
 		m.mu.Unlock()
@@ -209,6 +220,12 @@ func (m *Manager) takeEarlyExitLocked(pid int) *process.Exit {
 func (m *Manager) handleExit(e process.Exit) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if x, ok := m.execByPid[e.Pid]; ok {
+		delete(m.execByPid, e.Pid)
+		x.p.SetExited(e.Status, e.Timestamp)
+		m.pushExecExitLocked(x.containerID, x.p.ExecID(), e)
+		return
+	}
 	c, ok := m.byPid[e.Pid]
 	if !ok {
 		if m.creating > 0 {
@@ -301,11 +318,11 @@ func (m *Manager) Delete(ctx context.Context, id string) (process.Status, error)
 		return process.Status{}, err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	delete(m.containers, id)
 	if m.byPid[st.Pid] == c {
 		delete(m.byPid, st.Pid)
 	}
+	execs := m.forgetExecsLocked(c)
 	m.events.push(TopicTaskDelete, &eventstypes.TaskDelete{
 		ContainerID: id,
 		ID:          id,
@@ -313,6 +330,10 @@ func (m *Manager) Delete(ctx context.Context, id string) (process.Status, error)
 		ExitStatus:  uint32(st.ExitStatus),
 		ExitedAt:    timestamppb.New(st.ExitedAt),
 	})
+	m.mu.Unlock()
+	for _, p := range execs {
+		p.CloseAllIO()
+	}
 	return st, nil
 }
 

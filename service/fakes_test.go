@@ -10,6 +10,7 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
@@ -46,6 +47,11 @@ func (e *forkEngine) Create(ctx context.Context, id, bundle string, opts *runc.C
 
 func (e *forkEngine) Start(ctx context.Context, id string) error {
 	e.record("start " + id)
+	return nil
+}
+
+func (e *forkEngine) Exec(ctx context.Context, id string, spec specs.Process, opts *runc.ExecOpts) error {
+	e.record("exec " + id)
 	return nil
 }
 

@@ -1,11 +1,13 @@
 package service
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -49,4 +51,30 @@ func DecodeRuntimeOptions(typeURL string, value []byte) (process.RuntimeOptions,
 		CriuImagePath: o.CriuImagePath,
 		CriuWorkPath:  o.CriuWorkPath,
 	}, nil
+}
+
+// processSpec decodes the OCI process of an exec request: JSON of
+// specs.Process under the runtime spec's type URL.
+func processSpec(a *anypb.Any) (specs.Process, error) {
+	var p specs.Process
+	if a == nil || len(a.Value) == 0 {
+		return p, fmt.Errorf("no process spec: %w", errdefs.ErrInvalidArgument)
+	}
+	if !strings.HasSuffix(a.TypeUrl, "/Process") && a.TypeUrl != "Process" {
+		return p, fmt.Errorf("process spec of type %q: %w", a.TypeUrl, errdefs.ErrInvalidArgument)
+	}
+	if err := json.Unmarshal(a.Value, &p); err != nil {
+		return p, fmt.Errorf("decode process spec: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return p, nil
+}
+
+// anyOf wraps a protobuf message as containerd's typeurl does: the type
+// URL is the message's full name.
+func anyOf(m proto.Message) (*anypb.Any, error) {
+	data, err := proto.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return &anypb.Any{TypeUrl: string(m.ProtoReflect().Descriptor().FullName()), Value: data}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
@@ -39,7 +40,7 @@ func (t *Task) methods() map[string]ttrpc.Method {
 		"Resume":     method(notImplemented[taskapi.ResumeRequest]("resume")),
 		"Checkpoint": method(notImplemented[taskapi.CheckpointTaskRequest]("checkpoint")),
 		"Kill":       method(t.Kill),
-		"Exec":       method(notImplemented[taskapi.ExecProcessRequest]("exec")),
+		"Exec":       method(t.Exec),
 		"ResizePty":  method(notImplemented[taskapi.ResizePtyRequest]("resize pty")),
 		"CloseIO":    method(t.CloseIO),
 		"Update":     method(notImplemented[taskapi.UpdateTaskRequest]("update")),
@@ -55,14 +56,6 @@ func notImplemented[Req any](op string) func(context.Context, *Req) (*emptypb.Em
 	return func(context.Context, *Req) (*emptypb.Empty, error) {
 		return nil, fmt.Errorf("%s: %w", op, errdefs.ErrNotImplemented)
 	}
-}
-
-// noExecs rejects requests naming an exec process until exec lands.
-func noExecs(op, execID string) error {
-	if execID != "" {
-		return fmt.Errorf("%s exec %q: %w", op, execID, errdefs.ErrNotImplemented)
-	}
-	return nil
 }
 
 func (t *Task) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*taskapi.CreateTaskResponse, error) {
@@ -91,10 +84,13 @@ func (t *Task) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*taska
 }
 
 func (t *Task) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.StartResponse, error) {
-	if err := noExecs("start", r.ExecID); err != nil {
-		return nil, err
+	var pid int
+	var err error
+	if r.ExecID != "" {
+		pid, err = t.m.StartExec(ctx, r.ID, r.ExecID)
+	} else {
+		pid, err = t.m.Start(ctx, r.ID)
 	}
-	pid, err := t.m.Start(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -102,10 +98,13 @@ func (t *Task) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.Sta
 }
 
 func (t *Task) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskapi.DeleteResponse, error) {
-	if err := noExecs("delete", r.ExecID); err != nil {
-		return nil, err
+	var st process.Status
+	var err error
+	if r.ExecID != "" {
+		st, err = t.m.DeleteExec(ctx, r.ID, r.ExecID)
+	} else {
+		st, err = t.m.Delete(ctx, r.ID)
 	}
-	st, err := t.m.Delete(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -117,10 +116,13 @@ func (t *Task) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskapi.D
 }
 
 func (t *Task) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.StateResponse, error) {
-	if err := noExecs("state", r.ExecID); err != nil {
-		return nil, err
+	var st process.Status
+	var err error
+	if r.ExecID != "" {
+		st, err = t.m.StateExec(ctx, r.ID, r.ExecID)
+	} else {
+		st, err = t.m.State(ctx, r.ID)
 	}
-	st, err := t.m.State(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -155,24 +157,46 @@ func taskStatus(s process.State) task.Status {
 	return task.Status_UNKNOWN
 }
 
-func (t *Task) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Empty, error) {
-	if err := noExecs("kill", r.ExecID); err != nil {
+func (t *Task) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emptypb.Empty, error) {
+	spec, err := processSpec(r.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("exec %q in %q: %w", r.ExecID, r.ID, err)
+	}
+	if err := t.m.Exec(ctx, sandbox.ExecRequest{
+		ContainerID: r.ID,
+		ExecID:      r.ExecID,
+		Spec:        spec,
+		Stdio:       process.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+	}); err != nil {
 		return nil, err
 	}
+	return &emptypb.Empty{}, nil
+}
+
+func (t *Task) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Empty, error) {
 	if r.Signal == 0 || r.Signal > 64 {
 		return nil, fmt.Errorf("kill %q: signal %d: %w", r.ID, r.Signal, errdefs.ErrInvalidArgument)
 	}
-	if err := t.m.Kill(ctx, r.ID, int(r.Signal), r.All); err != nil {
+	var err error
+	if r.ExecID != "" {
+		err = t.m.KillExec(ctx, r.ID, r.ExecID, int(r.Signal))
+	} else {
+		err = t.m.Kill(ctx, r.ID, int(r.Signal), r.All)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &emptypb.Empty{}, nil
 }
 
 func (t *Task) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.WaitResponse, error) {
-	if err := noExecs("wait", r.ExecID); err != nil {
-		return nil, err
+	var st process.Status
+	var err error
+	if r.ExecID != "" {
+		st, err = t.m.WaitExec(ctx, r.ID, r.ExecID)
+	} else {
+		st, err = t.m.Wait(ctx, r.ID)
 	}
-	st, err := t.m.Wait(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -184,25 +208,38 @@ func (t *Task) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.PidsR
 	if err != nil {
 		return nil, err
 	}
+	execs := t.m.ExecPids(r.ID)
 	resp := &taskapi.PidsResponse{Processes: make([]*task.ProcessInfo, 0, len(pids))}
 	for _, pid := range pids {
-		resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: uint32(pid)})
+		info := &task.ProcessInfo{Pid: uint32(pid)}
+		if execID, ok := execs[pid]; ok {
+			// As the runc shim does: the exec id, in runc's ProcessDetails.
+			details, err := anyOf(&options.ProcessDetails{ExecID: execID})
+			if err != nil {
+				return nil, err
+			}
+			info.Info = details
+		}
+		resp.Processes = append(resp.Processes, info)
 	}
 	return resp, nil
 }
 
 func (t *Task) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*emptypb.Empty, error) {
-	if err := noExecs("close io", r.ExecID); err != nil {
-		return nil, err
-	}
 	if !r.Stdin {
 		// Nothing to close, but an unknown id is still NotFound.
-		if _, err := t.m.State(ctx, r.ID); err != nil {
+		if _, err := t.State(ctx, &taskapi.StateRequest{ID: r.ID, ExecID: r.ExecID}); err != nil {
 			return nil, err
 		}
 		return &emptypb.Empty{}, nil
 	}
-	if err := t.m.CloseIO(ctx, r.ID); err != nil {
+	var err error
+	if r.ExecID != "" {
+		err = t.m.CloseIOExec(ctx, r.ID, r.ExecID)
+	} else {
+		err = t.m.CloseIO(ctx, r.ID)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &emptypb.Empty{}, nil

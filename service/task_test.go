@@ -177,7 +177,7 @@ func sameFields(t *testing.T, what string, a, b protoreflect.MessageDescriptor) 
 func TestTaskNotImplemented(t *testing.T) {
 	task, _ := newTestTask(t)
 	methods := task.methods()
-	for _, name := range []string{"Pause", "Resume", "Checkpoint", "Exec", "ResizePty", "Update", "Stats"} {
+	for _, name := range []string{"Pause", "Resume", "Checkpoint", "ResizePty", "Update", "Stats"} {
 		t.Run(name, func(t *testing.T) {
 			_, err := methods[name](context.Background(), noUnmarshal)
 			if got := status.Code(err); got != codes.Unimplemented {
@@ -210,12 +210,16 @@ func TestTaskRequestErrors(t *testing.T) {
 		{"Kill signal 0", "Kill", &taskapi.KillRequest{ID: "nosuch", Signal: 0}, codes.InvalidArgument},
 		{"Kill signal 65", "Kill", &taskapi.KillRequest{ID: "nosuch", Signal: 65}, codes.InvalidArgument},
 		{"Kill signal 64", "Kill", &taskapi.KillRequest{ID: "nosuch", Signal: 64}, codes.NotFound},
-		{"Start exec", "Start", &taskapi.StartRequest{ID: "nosuch", ExecID: "e1"}, codes.Unimplemented},
-		{"Delete exec", "Delete", &taskapi.DeleteRequest{ID: "nosuch", ExecID: "e1"}, codes.Unimplemented},
-		{"State exec", "State", &taskapi.StateRequest{ID: "nosuch", ExecID: "e1"}, codes.Unimplemented},
-		{"Kill exec", "Kill", &taskapi.KillRequest{ID: "nosuch", ExecID: "e1", Signal: 9}, codes.Unimplemented},
-		{"Wait exec", "Wait", &taskapi.WaitRequest{ID: "nosuch", ExecID: "e1"}, codes.Unimplemented},
-		{"CloseIO exec", "CloseIO", &taskapi.CloseIORequest{ID: "nosuch", ExecID: "e1", Stdin: true}, codes.Unimplemented},
+		{"Start exec", "Start", &taskapi.StartRequest{ID: "nosuch", ExecID: "e1"}, codes.NotFound},
+		{"Delete exec", "Delete", &taskapi.DeleteRequest{ID: "nosuch", ExecID: "e1"}, codes.NotFound},
+		{"State exec", "State", &taskapi.StateRequest{ID: "nosuch", ExecID: "e1"}, codes.NotFound},
+		{"Kill exec", "Kill", &taskapi.KillRequest{ID: "nosuch", ExecID: "e1", Signal: 9}, codes.NotFound},
+		{"Wait exec", "Wait", &taskapi.WaitRequest{ID: "nosuch", ExecID: "e1"}, codes.NotFound},
+		{"CloseIO exec", "CloseIO", &taskapi.CloseIORequest{ID: "nosuch", ExecID: "e1", Stdin: true}, codes.NotFound},
+		{"Exec no spec", "Exec", &taskapi.ExecProcessRequest{ID: "nosuch", ExecID: "e1"}, codes.InvalidArgument},
+		{"Exec bad spec", "Exec", &taskapi.ExecProcessRequest{ID: "nosuch", ExecID: "e1", Spec: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: []byte("{")}}, codes.InvalidArgument},
+		{"Exec unknown container", "Exec", &taskapi.ExecProcessRequest{ID: "nosuch", ExecID: "e1", Spec: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: []byte(`{"args":["true"],"cwd":"/"}`)}}, codes.NotFound},
+		{"Exec bad id", "Exec", &taskapi.ExecProcessRequest{ID: "nosuch", ExecID: "../e", Spec: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: []byte(`{"args":["true"],"cwd":"/"}`)}}, codes.InvalidArgument},
 		{"Create from checkpoint", "Create", &taskapi.CreateTaskRequest{ID: "c1", Bundle: bundle, Checkpoint: "/cp"}, codes.Unimplemented},
 		{"Create bad options", "Create", &taskapi.CreateTaskRequest{ID: "c1", Bundle: bundle, Options: &anypb.Any{TypeUrl: "foo.Bar", Value: []byte{1}}}, codes.InvalidArgument},
 		{"Create bad id", "Create", &taskapi.CreateTaskRequest{ID: "../x", Bundle: bundle}, codes.InvalidArgument},

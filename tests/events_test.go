@@ -168,8 +168,12 @@ func TestExecEventOrder(t *testing.T) {
 	l := subscribe(t, e)
 	r := e.run(ctrSpec{id: "host", pod: "execevents", args: []string{"sh", "-c", "echo ready; exec sleep 1000"}})
 	r.waitOutput(t, "ready\n", time.Minute)
-	// containerd publishes no TaskDelete for an exec process.
-	want := []string{"/tasks/exec-added", "/tasks/exec-started", "/tasks/exit"}
+	// This shim publishes TaskDelete for an exec too (issue 4 asks for
+	// added, started, exit, delete per exec); the runc shim does not.
+	want := []string{"/tasks/exec-added", "/tasks/exec-started", "/tasks/exit", "/tasks/delete"}
+	if !isSandboxRuntime() {
+		want = want[:3]
+	}
 	for i := range 5 {
 		id := fmt.Sprintf("fast-exec%d", i)
 		x := r.exec(t, id, []string{"true"}, nil)

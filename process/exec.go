@@ -1,0 +1,148 @@
+package process
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/errdefs"
+	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// ExecConfig describes an extra process run in a container.
+type ExecConfig struct {
+	ContainerID string
+	ExecID      string
+	// Bundle is the container's bundle; the exec's pid and log files go
+	// there, named after the exec id (validated by the caller).
+	Bundle  string
+	Spec    specs.Process
+	Stdio   Stdio
+	Options RuntimeOptions
+}
+
+// Exec is an extra process in a running container (task Exec). Unlike
+// Init, nothing runs until Start: Created only means containerd has
+// described it.
+type Exec struct {
+	proc
+	cfg    ExecConfig
+	engine Engine
+}
+
+// NewExec returns an exec process in the Created state.
+func NewExec(cfg ExecConfig, engine Engine) *Exec {
+	p := &Exec{cfg: cfg, engine: engine}
+	p.proc.init(cfg.ExecID, cfg.Bundle, cfg.Stdio)
+	p.state = Created
+	return p
+}
+
+func (p *Exec) name() string {
+	return fmt.Sprintf("exec %q in %q", p.cfg.ExecID, p.cfg.ContainerID)
+}
+
+// Start opens the streams and runs `runtime exec --detach`. It returns
+// the pid. The process may already have exited (and been reaped) when
+// Start returns: the caller must hold unmatched exits while Start runs and
+// match them against the pid afterwards (DESIGN.md race 1).
+func (p *Exec) Start(ctx context.Context) (int, error) {
+	p.mu.Lock()
+	err := transition(&p.state, Starting, "start "+p.name(), p.cfg.ExecID)
+	p.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	pid, pio, err := p.run(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.state = Created
+		return 0, err
+	}
+	p.state = Running
+	p.setPidLocked(pid, pio)
+	return pid, nil
+}
+
+func (p *Exec) run(ctx context.Context) (int, *processIO, error) {
+	pio, err := openIO(ctx, p.cfg.Stdio, int(p.cfg.Options.IoUID), int(p.cfg.Options.IoGID))
+	if err != nil {
+		return 0, nil, fmt.Errorf("start %s: %w", p.name(), err)
+	}
+	pidFile := filepath.Join(p.cfg.Bundle, "exec-"+p.cfg.ExecID+".pid")
+	logFile := filepath.Join(p.cfg.Bundle, "exec-"+p.cfg.ExecID+"-log.json")
+	defer os.Remove(pidFile)
+	defer os.Remove(logFile)
+	err = p.engine.Exec(ctx, p.cfg.ContainerID, p.cfg.Spec, &runc.ExecOpts{
+		IO:      pio,
+		PidFile: pidFile,
+		LogFile: logFile,
+		Detach:  true,
+	})
+	pio.closeChildSide()
+	if err != nil {
+		pio.Close()
+		return 0, nil, runtimeError(err, logFile, "start "+p.name())
+	}
+	pid, err := readPidFile(pidFile)
+	if err != nil {
+		pio.Close()
+		return 0, nil, fmt.Errorf("start %s: %w", p.name(), err)
+	}
+	return pid, pio, nil
+}
+
+// Kill signals the exec process.
+func (p *Exec) Kill(ctx context.Context, sig int) error {
+	if sent, err := p.signal(sig); sent || err != nil {
+		return err
+	}
+	switch st := p.Status().State; st {
+	case Created:
+		return fmt.Errorf("kill %s: not started: %w", p.name(), errdefs.ErrFailedPrecondition)
+	case Stopped:
+		return stoppedKill(p.cfg.ExecID, sig)
+	case Deleting, Deleted:
+		return fmt.Errorf("kill %s: %w", p.name(), errdefs.ErrNotFound)
+	}
+	// Running without a pidfd (the kernel refused one): signal by pid, as
+	// the runc shim always does. The window in which the pid is reaped and
+	// reused before the exit is recorded is the runc shim's too.
+	return p.killByPid(sig)
+}
+
+func (p *Exec) killByPid(sig int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != Running {
+		return nil
+	}
+	if err := syscallKill(p.pid, sig); err != nil {
+		return fmt.Errorf("kill %s: %w", p.name(), err)
+	}
+	return nil
+}
+
+// Delete forgets a created or stopped exec and closes its streams.
+func (p *Exec) Delete(ctx context.Context) (Status, error) {
+	p.mu.Lock()
+	if err := transition(&p.state, Deleting, "delete "+p.name(), p.cfg.ExecID); err != nil {
+		p.mu.Unlock()
+		return Status{}, err
+	}
+	pio := p.io
+	p.io = nil
+	p.state = Deleted
+	st := p.statusLocked()
+	p.mu.Unlock()
+	if pio != nil {
+		pio.Close()
+	}
+	return st, nil
+}
+
+// ExecID returns the exec id.
+func (p *Exec) ExecID() string { return p.cfg.ExecID }

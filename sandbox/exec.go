@@ -1,0 +1,228 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/v2/pkg/identifiers"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+)
+
+// Event topics of exec processes.
+const (
+	TopicTaskExecAdded   = "/tasks/exec-added"
+	TopicTaskExecStarted = "/tasks/exec-started"
+)
+
+// execEntry is a live exec process, for matching its exit.
+type execEntry struct {
+	containerID string
+	p           *process.Exec
+}
+
+// ExecRequest is an extra process to run in a container.
+type ExecRequest struct {
+	ContainerID string
+	ExecID      string
+	Spec        specs.Process
+	Stdio       process.Stdio
+}
+
+// Exec adds an exec process to a running container and publishes
+// TaskExecAdded. Nothing runs until StartExec.
+func (m *Manager) Exec(ctx context.Context, req ExecRequest) error {
+	if err := identifiers.Validate(req.ExecID); err != nil {
+		return fmt.Errorf("exec in %q: exec id: %w", req.ContainerID, err)
+	}
+	if len(req.Spec.Args) == 0 {
+		return fmt.Errorf("exec %q in %q: process has no args: %w", req.ExecID, req.ContainerID, errdefs.ErrInvalidArgument)
+	}
+	c, err := m.lookup(req.ContainerID, "exec")
+	if err != nil {
+		return err
+	}
+	if st := c.init.Status().State; st != process.Running {
+		return fmt.Errorf("exec %q in %q: container is %s: %w", req.ExecID, req.ContainerID, st, errdefs.ErrFailedPrecondition)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := c.execs[req.ExecID]; ok {
+		return fmt.Errorf("exec %q in %q: %w", req.ExecID, req.ContainerID, errdefs.ErrAlreadyExists)
+	}
+	c.execs[req.ExecID] = process.NewExec(process.ExecConfig{
+		ContainerID: req.ContainerID,
+		ExecID:      req.ExecID,
+		Bundle:      c.bundle,
+		Spec:        req.Spec,
+		Stdio:       req.Stdio,
+		Options:     c.options,
+	}, m.newEngine(c.options, c.bundle))
+	m.events.push(TopicTaskExecAdded, &eventstypes.TaskExecAdded{ContainerID: req.ContainerID, ExecID: req.ExecID})
+	return nil
+}
+
+func (m *Manager) lookupExec(id, execID, op string) (*process.Exec, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.containers[id]
+	if !ok || c.init == nil {
+		return nil, fmt.Errorf("%s exec %q: container %q: %w", op, execID, id, errdefs.ErrNotFound)
+	}
+	p, ok := c.execs[execID]
+	if !ok {
+		return nil, fmt.Errorf("%s exec %q in %q: %w", op, execID, id, errdefs.ErrNotFound)
+	}
+	return p, nil
+}
+
+// StartExec runs an exec process and publishes TaskExecStarted, then its
+// TaskExit if it is already gone. A fast process (/bin/true) can exit and
+// be reaped before its pid is known; its exit is held as an early exit
+// while the start is counted in creating, and matched here.
+func (m *Manager) StartExec(ctx context.Context, id, execID string) (int, error) {
+	p, err := m.lookupExec(id, execID, "start")
+	if err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	m.creating++
+	m.mu.Unlock()
+
+	pid, err := p.Start(ctx)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.creating--
+	var early *process.Exit
+	if err == nil {
+		early = m.takeEarlyExitLocked(pid)
+	}
+	if m.creating == 0 {
+		m.earlyExits = nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	m.events.push(TopicTaskExecStarted, &eventstypes.TaskExecStarted{ContainerID: id, ExecID: execID, Pid: uint32(pid)})
+	if early != nil {
+		p.SetExited(early.Status, early.Timestamp)
+		m.pushExecExitLocked(id, execID, *early)
+		return pid, nil
+	}
+	m.execByPid[pid] = &execEntry{containerID: id, p: p}
+	return pid, nil
+}
+
+func (m *Manager) pushExecExitLocked(id, execID string, e process.Exit) {
+	m.events.push(TopicTaskExit, &eventstypes.TaskExit{
+		ContainerID: id,
+		ID:          execID,
+		Pid:         uint32(e.Pid),
+		ExitStatus:  uint32(e.Status),
+		ExitedAt:    timestamppb.New(e.Timestamp),
+	})
+}
+
+// KillExec signals an exec process.
+func (m *Manager) KillExec(ctx context.Context, id, execID string, sig int) error {
+	p, err := m.lookupExec(id, execID, "kill")
+	if err != nil {
+		return err
+	}
+	return p.Kill(ctx, sig)
+}
+
+// DeleteExec forgets a created or stopped exec process and publishes
+// TaskDelete.
+func (m *Manager) DeleteExec(ctx context.Context, id, execID string) (process.Status, error) {
+	p, err := m.lookupExec(id, execID, "delete")
+	if err != nil {
+		return process.Status{}, err
+	}
+	st, err := p.Delete(ctx)
+	if err != nil {
+		return process.Status{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.containers[id]; ok {
+		delete(c.execs, execID)
+	}
+	if x, ok := m.execByPid[st.Pid]; ok && x.p == p {
+		delete(m.execByPid, st.Pid)
+	}
+	m.events.push(TopicTaskDelete, &eventstypes.TaskDelete{
+		ContainerID: id,
+		ID:          execID,
+		Pid:         uint32(st.Pid),
+		ExitStatus:  uint32(st.ExitStatus),
+		ExitedAt:    timestamppb.New(st.ExitedAt),
+	})
+	return st, nil
+}
+
+// StateExec returns a snapshot of an exec process.
+func (m *Manager) StateExec(ctx context.Context, id, execID string) (process.Status, error) {
+	p, err := m.lookupExec(id, execID, "state")
+	if err != nil {
+		return process.Status{}, err
+	}
+	return p.Status(), nil
+}
+
+// WaitExec blocks until an exec process has exited.
+func (m *Manager) WaitExec(ctx context.Context, id, execID string) (process.Status, error) {
+	p, err := m.lookupExec(id, execID, "wait")
+	if err != nil {
+		return process.Status{}, err
+	}
+	return p.Wait(ctx)
+}
+
+// CloseIOExec closes an exec process's stdin.
+func (m *Manager) CloseIOExec(ctx context.Context, id, execID string) error {
+	p, err := m.lookupExec(id, execID, "close io")
+	if err != nil {
+		return err
+	}
+	p.CloseStdin()
+	return nil
+}
+
+// ExecPids maps the pid of each started exec process of a container to
+// its exec id, for Pids.
+func (m *Manager) ExecPids(id string) map[int]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[int]string{}
+	if c, ok := m.containers[id]; ok {
+		for execID, p := range c.execs {
+			if pid := p.Status().Pid; pid > 0 {
+				out[pid] = execID
+			}
+		}
+	}
+	return out
+}
+
+// forgetExecsLocked detaches the exec processes of a deleted container:
+// their exits, if still to come, match nothing. The caller closes their
+// streams once it has released the lock.
+func (m *Manager) forgetExecsLocked(c *container) []*process.Exec {
+	var out []*process.Exec
+	for _, p := range c.execs {
+		if pid := p.Status().Pid; pid > 0 {
+			if x, ok := m.execByPid[pid]; ok && x.p == p {
+				delete(m.execByPid, pid)
+			}
+		}
+		out = append(out, p)
+	}
+	c.execs = nil
+	return out
+}

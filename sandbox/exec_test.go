@@ -1,0 +1,171 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/errdefs"
+	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+)
+
+// runningContainer creates and starts c1 over a fake engine and returns
+// its bundle and init pid.
+func runningContainer(t *testing.T, p *pod) (string, int) {
+	t.Helper()
+	ctx := context.Background()
+	bundle := newBundle(t, nil)
+	child := startSleeper(t)
+	p.engineFor(bundle).create = writePid(child.Process.Pid)
+	pid, err := p.m.Create(ctx, CreateRequest{ID: "c1", Bundle: bundle})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if _, err := p.m.Start(ctx, "c1"); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return bundle, pid
+}
+
+// execWritesPid is a fake `runc exec --pid-file`; before returning it
+// runs during, which may deliver the exec's exit early.
+func execWritesPid(pid int, during func()) func(context.Context, string, specs.Process, *runc.ExecOpts) error {
+	return func(_ context.Context, _ string, _ specs.Process, opts *runc.ExecOpts) error {
+		if err := os.WriteFile(opts.PidFile, []byte(fmt.Sprint(pid)), 0o600); err != nil {
+			return err
+		}
+		if during != nil {
+			during()
+		}
+		return nil
+	}
+}
+
+var trueSpec = specs.Process{Args: []string{"/bin/true"}, Cwd: "/"}
+
+func execTopics(p *pod, execID string) []string {
+	var out []string
+	for _, e := range p.pub.all() {
+		switch ev := e.event.(type) {
+		case *eventstypes.TaskExecAdded:
+			if ev.ExecID == execID {
+				out = append(out, e.topic)
+			}
+		case *eventstypes.TaskExecStarted:
+			if ev.ExecID == execID {
+				out = append(out, e.topic)
+			}
+		case *eventstypes.TaskExit:
+			if ev.ID == execID {
+				out = append(out, e.topic)
+			}
+		case *eventstypes.TaskDelete:
+			if ev.ID == execID {
+				out = append(out, e.topic)
+			}
+		}
+	}
+	return out
+}
+
+var execLifecycle = []string{TopicTaskExecAdded, TopicTaskExecStarted, TopicTaskExit, TopicTaskDelete}
+
+func TestExecLifecycleAndEarlyExit(t *testing.T) {
+	tests := []struct {
+		name string
+		// early delivers the exit while runc exec still runs: /bin/true
+		// exiting before its pid is known (DESIGN.md race 1).
+		early bool
+	}{
+		{name: "exit after start"},
+		{name: "exit before pid known", early: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			p := newPod(t)
+			bundle, _ := runningContainer(t, p)
+			const execPid = 777001
+			exit := process.Exit{Pid: execPid, Status: 5, Timestamp: time.Now()}
+			var during func()
+			if tt.early {
+				during = func() { p.m.handleExit(exit) }
+			}
+			p.engineFor(bundle).exec = execWritesPid(execPid, during)
+			if err := p.m.Exec(ctx, ExecRequest{ContainerID: "c1", ExecID: "e1", Spec: trueSpec}); err != nil {
+				t.Fatalf("Exec: %v", err)
+			}
+			pid, err := p.m.StartExec(ctx, "c1", "e1")
+			if err != nil || pid != execPid {
+				t.Fatalf("StartExec: got (%d, %v), want (%d, nil)", pid, err, execPid)
+			}
+			if !tt.early {
+				p.m.handleExit(exit)
+			}
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			st, err := p.m.WaitExec(wctx, "c1", "e1")
+			if err != nil || st.ExitStatus != 5 {
+				t.Fatalf("WaitExec: got (%d, %v), want (5, nil)", st.ExitStatus, err)
+			}
+			if st, err := p.m.DeleteExec(ctx, "c1", "e1"); err != nil || st.State != process.Deleted {
+				t.Fatalf("DeleteExec: got (%v, %v), want deleted", st.State, err)
+			}
+			// The container itself is undisturbed.
+			if st, _ := p.m.State(ctx, "c1"); st.State != process.Running {
+				t.Errorf("container: got %s, want running", st.State)
+			}
+			p.close(t)
+			if got := execTopics(p, "e1"); !slices.Equal(got, execLifecycle) {
+				t.Errorf("exec events: got %q, want %q", got, execLifecycle)
+			}
+		})
+	}
+}
+
+func TestExecErrors(t *testing.T) {
+	ctx := context.Background()
+	p := newPod(t)
+	bundle, initPid := runningContainer(t, p)
+	p.engineFor(bundle).exec = execWritesPid(777002, nil)
+	if err := p.m.Exec(ctx, ExecRequest{ContainerID: "c1", ExecID: "e1", Spec: trueSpec}); err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	check := func(name string, err error, is func(error) bool, want string) {
+		t.Helper()
+		if !is(err) {
+			t.Errorf("%s: got %v, want %s", name, err, want)
+		}
+	}
+	check("duplicate exec id", p.m.Exec(ctx, ExecRequest{ContainerID: "c1", ExecID: "e1", Spec: trueSpec}), errdefs.IsAlreadyExists, "AlreadyExists")
+	check("unknown container", p.m.Exec(ctx, ExecRequest{ContainerID: "nosuch", ExecID: "e2", Spec: trueSpec}), errdefs.IsNotFound, "NotFound")
+	check("bad exec id", p.m.Exec(ctx, ExecRequest{ContainerID: "c1", ExecID: "a/b", Spec: trueSpec}), errdefs.IsInvalidArgument, "InvalidArgument")
+	check("no args", p.m.Exec(ctx, ExecRequest{ContainerID: "c1", ExecID: "e3"}), errdefs.IsInvalidArgument, "InvalidArgument")
+	_, err := p.m.StartExec(ctx, "c1", "nosuch")
+	check("start unknown exec", err, errdefs.IsNotFound, "NotFound")
+	check("kill before start", p.m.KillExec(ctx, "c1", "e1", 9), errdefs.IsFailedPrecondition, "FailedPrecondition")
+	if _, err := p.m.StartExec(ctx, "c1", "e1"); err != nil {
+		t.Fatalf("StartExec: %v", err)
+	}
+	_, err = p.m.StartExec(ctx, "c1", "e1")
+	check("start twice", err, errdefs.IsFailedPrecondition, "FailedPrecondition")
+	_, err = p.m.DeleteExec(ctx, "c1", "e1")
+	check("delete running exec", err, errdefs.IsFailedPrecondition, "FailedPrecondition")
+	if got := p.m.ExecPids("c1"); got[777002] != "e1" {
+		t.Errorf("ExecPids: got %v, want 777002 -> e1", got)
+	}
+
+	// Exec into a stopped container.
+	p.m.handleExit(process.Exit{Pid: initPid, Status: 0, Timestamp: time.Now()})
+	if _, err := p.m.Wait(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	check("exec into stopped container", p.m.Exec(ctx, ExecRequest{ContainerID: "c1", ExecID: "e4", Spec: trueSpec}), errdefs.IsFailedPrecondition, "FailedPrecondition")
+}
