@@ -77,12 +77,16 @@ func (p *Exec) run(ctx context.Context) (int, *processIO, error) {
 	defer os.Remove(pidFile)
 	defer os.Remove(logFile)
 	err = p.engine.Exec(ctx, p.cfg.ContainerID, p.cfg.Spec, &runc.ExecOpts{
-		IO:      pio,
-		PidFile: pidFile,
-		LogFile: logFile,
-		Detach:  true,
+		IO:            pio,
+		PidFile:       pidFile,
+		LogFile:       logFile,
+		Detach:        true,
+		ConsoleSocket: pio.consoleSocket(),
 	})
 	pio.closeChildSide()
+	if err == nil {
+		err = pio.attachConsole()
+	}
 	if err != nil {
 		pio.Close()
 		return 0, nil, runtimeError(err, logFile, "start "+p.name())

@@ -66,12 +66,16 @@ func (p *Init) Create(ctx context.Context) (_ int, retErr error) {
 	}
 	pidFile := filepath.Join(p.cfg.Bundle, "init.pid")
 	err = p.engine.Create(ctx, p.cfg.ID, p.cfg.Bundle, &runc.CreateOpts{
-		IO:           pio,
-		PidFile:      pidFile,
-		NoPivot:      p.cfg.Options.NoPivotRoot,
-		NoNewKeyring: p.cfg.Options.NoNewKeyring,
+		IO:            pio,
+		PidFile:       pidFile,
+		NoPivot:       p.cfg.Options.NoPivotRoot,
+		NoNewKeyring:  p.cfg.Options.NoNewKeyring,
+		ConsoleSocket: pio.consoleSocket(),
 	})
 	pio.closeChildSide()
+	if err == nil {
+		err = pio.attachConsole()
+	}
 	if err != nil {
 		pio.Close()
 		// runc may have left state behind; a failed create owns its cleanup.

@@ -62,14 +62,14 @@ type processIO struct {
 	stdinPipe *os.File
 	// copyDone is closed when the stdin copy goroutine returns.
 	copyDone chan struct{}
+
+	// tty is set for a terminal process (io_console.go).
+	tty *ttyIO
 }
 
 // openIO opens the streams of one process. uid and gid own the pipes the
 // container writes to (runtime option IoUid/IoGid).
 func openIO(ctx context.Context, s Stdio, uid, gid int) (_ *processIO, retErr error) {
-	if s.Terminal {
-		return nil, fmt.Errorf("terminal: %w", errdefs.ErrNotImplemented)
-	}
 	p := &processIO{}
 	defer func() {
 		if retErr != nil {
@@ -80,6 +80,12 @@ func openIO(ctx context.Context, s Stdio, uid, gid int) (_ *processIO, retErr er
 		if err := checkStreamName(name); err != nil {
 			return nil, err
 		}
+	}
+	if s.Terminal {
+		if err := p.openTerminal(s); err != nil {
+			return nil, err
+		}
+		return p, p.fillNull()
 	}
 	if s.Stdout != "" {
 		w, err := p.openWriteEnd(s.Stdout)
@@ -189,6 +195,17 @@ func (p *processIO) openStdin(path string, uid, gid int) error {
 	if err := r.Chown(uid, gid); err != nil {
 		return err
 	}
+	if err := p.openStdinFifo(path); err != nil {
+		return err
+	}
+	p.copyDone = make(chan struct{})
+	go p.copyStdin(p.stdinFifo, w)
+	return nil
+}
+
+// openStdinFifo opens the stdin fifo for reading and the shim's own
+// writer that holds it open until CloseIO.
+func (p *processIO) openStdinFifo(path string) error {
 	// Reader first: a non-blocking O_WRONLY open fails without one.
 	rfd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -200,8 +217,6 @@ func (p *processIO) openStdin(path string, uid, gid int) error {
 		return err
 	}
 	p.stdinHold = os.NewFile(uintptr(wfd), path)
-	p.copyDone = make(chan struct{})
-	go p.copyStdin(p.stdinFifo, w)
 	return nil
 }
 
@@ -274,6 +289,7 @@ func (p *processIO) Close() error {
 	closeFile(&p.stdinFifo)
 	closeFile(&p.stdinPipe)
 	p.stdinMu.Unlock()
+	p.closeConsole()
 	if p.copyDone != nil {
 		<-p.copyDone
 	}

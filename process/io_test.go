@@ -133,7 +133,7 @@ func TestOpenIORejects(t *testing.T) {
 		{name: "binary stdout", stdio: Stdio{Stdout: "binary://x"}, want: errdefs.ErrNotImplemented},
 		{name: "file stderr", stdio: Stdio{Stdout: good, Stderr: "file:///x"}, want: errdefs.ErrNotImplemented},
 		{name: "file stdin", stdio: Stdio{Stdin: "file:///x"}, want: errdefs.ErrNotImplemented},
-		{name: "terminal", stdio: Stdio{Stdout: good, Terminal: true}, want: errdefs.ErrNotImplemented},
+		{name: "terminal without stdout", stdio: Stdio{Terminal: true}, want: errdefs.ErrInvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

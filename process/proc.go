@@ -181,3 +181,14 @@ func (p *proc) CloseAllIO() {
 		pio.Close()
 	}
 }
+
+// ResizePty sets the window size of the process's terminal.
+func (p *proc) ResizePty(width, height uint32) error {
+	p.mu.Lock()
+	pio := p.io
+	p.mu.Unlock()
+	if pio == nil {
+		return fmt.Errorf("resize pty of %q: not started or already deleted: %w", p.id, errdefs.ErrFailedPrecondition)
+	}
+	return pio.resize(width, height)
+}

@@ -226,3 +226,20 @@ func (m *Manager) forgetExecsLocked(c *container) []*process.Exec {
 	c.execs = nil
 	return out
 }
+
+// ResizePty sets the terminal size of a container's init process, or of
+// one of its exec processes when execID is set.
+func (m *Manager) ResizePty(ctx context.Context, id, execID string, width, height uint32) error {
+	if execID != "" {
+		p, err := m.lookupExec(id, execID, "resize pty")
+		if err != nil {
+			return err
+		}
+		return p.ResizePty(width, height)
+	}
+	c, err := m.lookup(id, "resize pty")
+	if err != nil {
+		return err
+	}
+	return c.init.ResizePty(width, height)
+}

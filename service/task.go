@@ -41,7 +41,7 @@ func (t *Task) methods() map[string]ttrpc.Method {
 		"Checkpoint": method(notImplemented[taskapi.CheckpointTaskRequest]("checkpoint")),
 		"Kill":       method(t.Kill),
 		"Exec":       method(t.Exec),
-		"ResizePty":  method(notImplemented[taskapi.ResizePtyRequest]("resize pty")),
+		"ResizePty":  method(t.ResizePty),
 		"CloseIO":    method(t.CloseIO),
 		"Update":     method(notImplemented[taskapi.UpdateTaskRequest]("update")),
 		"Wait":       method(t.Wait),
@@ -168,6 +168,16 @@ func (t *Task) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emptyp
 		Spec:        spec,
 		Stdio:       process.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
 	}); err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
+}
+
+func (t *Task) ResizePty(ctx context.Context, r *taskapi.ResizePtyRequest) (*emptypb.Empty, error) {
+	if r.Width == 0 || r.Height == 0 || r.Width > 0xffff || r.Height > 0xffff {
+		return nil, fmt.Errorf("resize pty of %q: %dx%d: %w", r.ID, r.Width, r.Height, errdefs.ErrInvalidArgument)
+	}
+	if err := t.m.ResizePty(ctx, r.ID, r.ExecID, r.Width, r.Height); err != nil {
 		return nil, err
 	}
 	return &emptypb.Empty{}, nil

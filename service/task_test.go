@@ -177,7 +177,7 @@ func sameFields(t *testing.T, what string, a, b protoreflect.MessageDescriptor) 
 func TestTaskNotImplemented(t *testing.T) {
 	task, _ := newTestTask(t)
 	methods := task.methods()
-	for _, name := range []string{"Pause", "Resume", "Checkpoint", "ResizePty", "Update", "Stats"} {
+	for _, name := range []string{"Pause", "Resume", "Checkpoint", "Update", "Stats"} {
 		t.Run(name, func(t *testing.T) {
 			_, err := methods[name](context.Background(), noUnmarshal)
 			if got := status.Code(err); got != codes.Unimplemented {
@@ -224,7 +224,9 @@ func TestTaskRequestErrors(t *testing.T) {
 		{"Create bad options", "Create", &taskapi.CreateTaskRequest{ID: "c1", Bundle: bundle, Options: &anypb.Any{TypeUrl: "foo.Bar", Value: []byte{1}}}, codes.InvalidArgument},
 		{"Create bad id", "Create", &taskapi.CreateTaskRequest{ID: "../x", Bundle: bundle}, codes.InvalidArgument},
 		{"Create missing bundle", "Create", &taskapi.CreateTaskRequest{ID: "c1", Bundle: "/nonexistent"}, codes.NotFound},
-		{"Create terminal", "Create", &taskapi.CreateTaskRequest{ID: "c1", Bundle: bundle, Terminal: true}, codes.Unimplemented},
+		{"Create terminal without stdout", "Create", &taskapi.CreateTaskRequest{ID: "c1", Bundle: bundle, Terminal: true}, codes.InvalidArgument},
+		{"ResizePty zero", "ResizePty", &taskapi.ResizePtyRequest{ID: "c1", Width: 0, Height: 24}, codes.InvalidArgument},
+		{"ResizePty unknown", "ResizePty", &taskapi.ResizePtyRequest{ID: "nosuch", Width: 80, Height: 24}, codes.NotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
