@@ -1,7 +1,9 @@
 package tests
 
 import (
+	"context"
 	"io"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,5 +65,36 @@ func TestTerminalExecResize(t *testing.T) {
 	// stty size prints rows then columns.
 	if got := string(out.Bytes()); !strings.Contains(got, "40 100") {
 		t.Errorf("output %q does not contain the resized size \"40 100\"", got)
+	}
+}
+
+// TestCtrRunTerminal drives `ctr run -t` from a real pseudo-terminal
+// (script(1)) whose size is set to 33x77: the container sees a tty on
+// stdin and ctr's resize reaches `stty size`. The container polls (for
+// at most a minute) until the size arrives, since ctr resizes only after
+// the task has started.
+func TestCtrRunTerminal(t *testing.T) {
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("script(1) (bsdutils) not installed")
+	}
+	e := newDefaultEnv(t)
+	inner := strings.Join([]string{
+		e.d.version.ctr(), "--address", e.d.address, "--namespace", e.ns,
+		"run", "-t", "--rm", "--runtime", runtimeUnderTest(), "--rootfs", e.d.rootfs, "ctrtty",
+		"/bin/sh", "-c", `'test -t 0 && echo stdin-tty; i=0; while [ $i -lt 1200 ]; do stty size 2>/dev/null | { read r c; [ "${r:-0}" != 0 ] && echo "size $r $c"; } && break; i=$((i+1)); sleep 0.05; done'`,
+	}, " ")
+	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, script, "-qec", "stty rows 33 cols 77; "+inner, "/dev/null")
+	cmd.Env = daemonEnv(e.d.bin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("script: %v; output %q", err, out)
+	}
+	for _, want := range []string{"stdin-tty\r", "size 33 77\r"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output %q does not contain %q", out, want)
+		}
 	}
 }
