@@ -21,6 +21,10 @@ type ExecConfig struct {
 	Spec    specs.Process
 	Stdio   Stdio
 	Options RuntimeOptions
+	// Namespace is the containerd namespace, for a logging binary.
+	Namespace string
+	// Children starts logging binaries (binary:// stdout): the Reaper.
+	Children ChildStarter
 }
 
 // Exec is an extra process in a running container (task Exec). Unlike
@@ -68,7 +72,13 @@ func (p *Exec) Start(ctx context.Context) (int, error) {
 }
 
 func (p *Exec) run(ctx context.Context) (int, *processIO, error) {
-	pio, err := openIO(ctx, p.cfg.Stdio, int(p.cfg.Options.IoUID), int(p.cfg.Options.IoGID))
+	pio, err := openIO(ctx, p.cfg.Stdio, StreamEnv{
+		UID:       int(p.cfg.Options.IoUID),
+		GID:       int(p.cfg.Options.IoGID),
+		Namespace: p.cfg.Namespace,
+		ID:        p.cfg.ExecID,
+		Children:  p.cfg.Children,
+	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("start %s: %w", p.name(), err)
 	}

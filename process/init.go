@@ -22,6 +22,10 @@ type InitConfig struct {
 	Rootfs  []Mount
 	Stdio   Stdio
 	Options RuntimeOptions
+	// Namespace is the containerd namespace, for a logging binary.
+	Namespace string
+	// Children starts logging binaries (binary:// stdout): the Reaper.
+	Children ChildStarter
 }
 
 // Init is a container's init process: the container itself, as far as the
@@ -60,7 +64,13 @@ func (p *Init) Create(ctx context.Context) (_ int, retErr error) {
 			_ = unmountAll(p.rootfsPath())
 		}
 	}()
-	pio, err := openIO(ctx, p.cfg.Stdio, int(p.cfg.Options.IoUID), int(p.cfg.Options.IoGID))
+	pio, err := openIO(ctx, p.cfg.Stdio, StreamEnv{
+		UID:       int(p.cfg.Options.IoUID),
+		GID:       int(p.cfg.Options.IoGID),
+		Namespace: p.cfg.Namespace,
+		ID:        p.cfg.ID,
+		Children:  p.cfg.Children,
+	})
 	if err != nil {
 		return 0, fmt.Errorf("create %q: %w", p.cfg.ID, err)
 	}

@@ -5,18 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 
-	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
-// Stdio names a process's streams as containerd gives them: fifo paths
-// (or, from issue 4 on, log URIs); an empty name means no stream.
+// Stdio names a process's streams as containerd gives them: fifo paths,
+// or a log URI for stdout (io_uri.go); an empty name means no stream.
 type Stdio struct {
 	Stdin    string
 	Stdout   string
@@ -24,7 +21,8 @@ type Stdio struct {
 	Terminal bool
 }
 
-// processIO connects a process to containerd's fifos.
+// processIO connects a process to containerd's fifos, or to the logging
+// binary or log file a log URI names (io_logger.go, io_file.go).
 //
 // stdout and stderr are zero-copy: the container gets the fifo's write end
 // itself, so its bytes go straight to containerd's reader with no shim
@@ -65,32 +63,69 @@ type processIO struct {
 
 	// tty is set for a terminal process (io_console.go).
 	tty *ttyIO
+	// logger is the binary:// logging process (io_logger.go), fileLog the
+	// file:// copy (io_file.go); at most one is set.
+	logger  *logger
+	fileLog *fileLog
 }
 
-// openIO opens the streams of one process. uid and gid own the pipes the
-// container writes to (runtime option IoUid/IoGid).
-func openIO(ctx context.Context, s Stdio, uid, gid int) (_ *processIO, retErr error) {
+// openIO opens the streams of one process.
+func openIO(ctx context.Context, s Stdio, env StreamEnv) (_ *processIO, retErr error) {
+	out, err := parseStdio(s)
+	if err != nil {
+		return nil, err
+	}
 	p := &processIO{}
 	defer func() {
 		if retErr != nil {
 			p.Close()
 		}
 	}()
-	for _, name := range []string{s.Stdin, s.Stdout, s.Stderr} {
-		if err := checkStreamName(name); err != nil {
-			return nil, err
-		}
-	}
 	if s.Terminal {
-		if err := p.openTerminal(s); err != nil {
+		if err := p.openTerminal(ctx, s, out, env); err != nil {
 			return nil, err
 		}
 		return p, p.fillNull()
 	}
-	if s.Stdout != "" {
-		w, err := p.openWriteEnd(s.Stdout)
+	if err := p.openOutput(ctx, s, out, env); err != nil {
+		return nil, err
+	}
+	if s.Stdin != "" {
+		if err := p.openStdin(s.Stdin, env.UID, env.GID); err != nil {
+			return nil, fmt.Errorf("open stdin %q: %w", s.Stdin, err)
+		}
+	}
+	if err := p.fillNull(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// openOutput gives the container its stdout and stderr: containerd's fifos
+// themselves, a logging binary's pipes, or the pipe of a log file.
+func (p *processIO) openOutput(ctx context.Context, s Stdio, out output, env StreamEnv) error {
+	switch out.kind {
+	case toBinary:
+		l, err := startLogger(ctx, out, env)
 		if err != nil {
-			return nil, fmt.Errorf("open stdout %q: %w", s.Stdout, err)
+			return err
+		}
+		p.logger = l
+		p.childStdout, p.childStderr = l.stdout, l.stderr
+		return nil
+	case toFile:
+		l, err := newFileLog(out.path, env.UID, env.GID)
+		if err != nil {
+			return err
+		}
+		p.fileLog = l
+		p.childStdout, p.childStderr = l.w, l.w
+		return nil
+	}
+	if s.Stdout != "" {
+		w, err := p.openWriteEnd(s.Stdout, env.UID, env.GID)
+		if err != nil {
+			return fmt.Errorf("open stdout %q: %w", s.Stdout, err)
 		}
 		p.childStdout = w
 	}
@@ -99,21 +134,13 @@ func openIO(ctx context.Context, s Stdio, uid, gid int) (_ *processIO, retErr er
 	case s.Stderr == s.Stdout:
 		p.childStderr = p.childStdout
 	default:
-		w, err := p.openWriteEnd(s.Stderr)
+		w, err := p.openWriteEnd(s.Stderr, env.UID, env.GID)
 		if err != nil {
-			return nil, fmt.Errorf("open stderr %q: %w", s.Stderr, err)
+			return fmt.Errorf("open stderr %q: %w", s.Stderr, err)
 		}
 		p.childStderr = w
 	}
-	if s.Stdin != "" {
-		if err := p.openStdin(s.Stdin, uid, gid); err != nil {
-			return nil, fmt.Errorf("open stdin %q: %w", s.Stdin, err)
-		}
-	}
-	if err := p.fillNull(); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return nil
 }
 
 // fillNull gives every stream nobody asked for /dev/null. Leaving one
@@ -137,30 +164,17 @@ func (p *processIO) fillNull() error {
 	return nil
 }
 
-// checkStreamName rejects log URIs, which arrive with issue 4, and relative
-// paths, which would resolve against the shim's working directory.
-func checkStreamName(name string) error {
-	if name == "" {
-		return nil
-	}
-	if strings.Contains(name, "://") {
-		u, err := url.Parse(name)
-		if err != nil {
-			return fmt.Errorf("stream %q: %w", name, errdefs.ErrInvalidArgument)
-		}
-		return fmt.Errorf("stream scheme %q: %w", u.Scheme, errdefs.ErrNotImplemented)
-	}
-	if !strings.HasPrefix(name, "/") {
-		return fmt.Errorf("stream path %q is not absolute: %w", name, errdefs.ErrInvalidArgument)
-	}
-	return nil
-}
-
 // openWriteEnd opens path for the container to write to. A fifo (created
 // if missing, as containerd's fifo package would) gets the keep-open read
 // end first, which also lets the O_WRONLY open succeed at once; anything
 // else (a file, /dev/null) is opened for appending.
-func (p *processIO) openWriteEnd(path string) (*os.File, error) {
+//
+// A fifo is handed to IoUid/IoGid when they are set: the container holds
+// it as its stdout, and a program that reopens /dev/stdout (or
+// /proc/self/fd/1) as that user needs the inode to be its own, as the
+// runc shim's pipes are. The fifo's directory stays containerd's, closed
+// to everyone else.
+func (p *processIO) openWriteEnd(path string, uid, gid int) (*os.File, error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if err := unix.Mkfifo(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
@@ -183,7 +197,14 @@ func (p *processIO) openWriteEnd(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return os.NewFile(uintptr(wfd), path), nil
+	w := os.NewFile(uintptr(wfd), path)
+	if uid != 0 || gid != 0 {
+		if err := w.Chown(uid, gid); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("chown to IoUid/IoGid: %w", err)
+		}
+	}
+	return w, nil
 }
 
 func (p *processIO) openStdin(path string, uid, gid int) error {
@@ -289,7 +310,16 @@ func (p *processIO) Close() error {
 	closeFile(&p.stdinFifo)
 	closeFile(&p.stdinPipe)
 	p.stdinMu.Unlock()
+	// The console's output copy goes to the log, so it ends first.
 	p.closeConsole()
+	if p.fileLog != nil {
+		p.fileLog.close()
+		p.fileLog = nil
+	}
+	if p.logger != nil {
+		p.logger.stop()
+		p.logger = nil
+	}
 	if p.copyDone != nil {
 		<-p.copyDone
 	}

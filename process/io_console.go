@@ -1,6 +1,7 @@
 package process
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -16,7 +17,8 @@ import (
 // containerd's fifos (a PTY cannot be given to containerd directly).
 type ttyIO struct {
 	socket *runc.Socket
-	// out is the write end of the stdout fifo.
+	// out is where the PTY's output goes (openTerminalSink); the output
+	// copy closes it.
 	out *os.File
 	// master is set by attachConsole. outDone is closed when the
 	// master->stdout copy returns: the process and every holder of the
@@ -29,15 +31,15 @@ type ttyIO struct {
 // closing the master under it.
 const consoleDrainWait = 2 * time.Second
 
-func (p *processIO) openTerminal(s Stdio) error {
+func (p *processIO) openTerminal(ctx context.Context, s Stdio, out output, env StreamEnv) error {
 	if s.Stdout == "" {
 		return fmt.Errorf("terminal without stdout: %w", errdefs.ErrInvalidArgument)
 	}
-	out, err := p.openWriteEnd(s.Stdout)
+	sink, err := p.openTerminalSink(ctx, s, out, env)
 	if err != nil {
-		return fmt.Errorf("open stdout %q: %w", s.Stdout, err)
+		return err
 	}
-	p.tty = &ttyIO{out: out}
+	p.tty = &ttyIO{out: sink}
 	if s.Stdin != "" {
 		if err := p.openStdinFifo(s.Stdin); err != nil {
 			return fmt.Errorf("open stdin %q: %w", s.Stdin, err)
@@ -49,6 +51,29 @@ func (p *processIO) openTerminal(s Stdio) error {
 	}
 	p.tty.socket = sock
 	return nil
+}
+
+// openTerminalSink opens what the PTY's output is copied to: the stdout
+// fifo, the logging binary's stdout pipe (its stderr pipe stays empty: a
+// terminal has one stream), or the log file itself.
+func (p *processIO) openTerminalSink(ctx context.Context, s Stdio, out output, env StreamEnv) (*os.File, error) {
+	switch out.kind {
+	case toBinary:
+		l, err := startLogger(ctx, out, env)
+		if err != nil {
+			return nil, err
+		}
+		p.logger = l
+		l.stderr.Close()
+		return l.stdout, nil
+	case toFile:
+		return openLogFile(out.path)
+	}
+	w, err := p.openWriteEnd(s.Stdout, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open stdout %q: %w", s.Stdout, err)
+	}
+	return w, nil
 }
 
 // consoleSocket is what the runtime sends the PTY master to, or nil.

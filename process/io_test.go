@@ -83,39 +83,6 @@ func fdTarget(t *testing.T, f *os.File) string {
 	return target
 }
 
-func TestCheckStreamName(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want error // nil, or the errdefs class
-	}{
-		{name: "empty", in: "", want: nil},
-		{name: "absolute", in: "/run/containerd/fifo/x-stdout", want: nil},
-		{name: "relative", in: "fifo/x-stdout", want: errdefs.ErrInvalidArgument},
-		{name: "dot relative", in: "./x", want: errdefs.ErrInvalidArgument},
-		{name: "dotdot relative", in: "../x", want: errdefs.ErrInvalidArgument},
-		{name: "binary uri", in: "binary://x", want: errdefs.ErrNotImplemented},
-		{name: "binary uri with args", in: "binary:///usr/bin/logger?id=1", want: errdefs.ErrNotImplemented},
-		{name: "file uri", in: "file:///x", want: errdefs.ErrNotImplemented},
-		{name: "fifo uri", in: "fifo:///x", want: errdefs.ErrNotImplemented},
-		{name: "no scheme", in: "://x", want: errdefs.ErrInvalidArgument},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := checkStreamName(tt.in)
-			if tt.want == nil {
-				if err != nil {
-					t.Fatalf("checkStreamName(%q) = %v, want nil", tt.in, err)
-				}
-				return
-			}
-			if !errors.Is(err, tt.want) {
-				t.Fatalf("checkStreamName(%q) = %v, want %v", tt.in, err, tt.want)
-			}
-		})
-	}
-}
-
 // TestOpenIORejects: a bad name in any slot fails openIO with the right
 // class and leaves nothing open.
 func TestOpenIORejects(t *testing.T) {
@@ -130,14 +97,16 @@ func TestOpenIORejects(t *testing.T) {
 		{name: "relative stdin", stdio: Stdio{Stdin: "in", Stdout: good}, want: errdefs.ErrInvalidArgument},
 		{name: "relative stdout", stdio: Stdio{Stdout: "out"}, want: errdefs.ErrInvalidArgument},
 		{name: "relative stderr", stdio: Stdio{Stdout: good, Stderr: "err"}, want: errdefs.ErrInvalidArgument},
-		{name: "binary stdout", stdio: Stdio{Stdout: "binary://x"}, want: errdefs.ErrNotImplemented},
-		{name: "file stderr", stdio: Stdio{Stdout: good, Stderr: "file:///x"}, want: errdefs.ErrNotImplemented},
-		{name: "file stdin", stdio: Stdio{Stdin: "file:///x"}, want: errdefs.ErrNotImplemented},
+		{name: "binary stdout with a host", stdio: Stdio{Stdout: "binary://x"}, want: errdefs.ErrInvalidArgument},
+		{name: "binary stdout without a reaper", stdio: Stdio{Stdout: "binary:///bin/true"}, want: errdefs.ErrNotImplemented},
+		{name: "file stderr", stdio: Stdio{Stdout: good, Stderr: "file:///x"}, want: errdefs.ErrInvalidArgument},
+		{name: "file stdin", stdio: Stdio{Stdin: "file:///x"}, want: errdefs.ErrInvalidArgument},
+		{name: "log file in a file", stdio: Stdio{Stdout: "file://" + good + "/x"}, want: errdefs.ErrInvalidArgument},
 		{name: "terminal without stdout", stdio: Stdio{Terminal: true}, want: errdefs.ErrInvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pio, err := openIO(context.Background(), tt.stdio, 0, 0)
+			pio, err := openIO(context.Background(), tt.stdio, StreamEnv{})
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("openIO(%+v) = %v, want %v", tt.stdio, err, tt.want)
 			}
@@ -152,7 +121,7 @@ func TestOpenIORejects(t *testing.T) {
 // unset, which would make go-runc hand the container a pipe of its own).
 func TestOpenIOEmptyNames(t *testing.T) {
 	checkNoLeaks(t)
-	pio, err := openIO(context.Background(), Stdio{}, 0, 0)
+	pio, err := openIO(context.Background(), Stdio{}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +156,7 @@ func TestOpenIOStdoutByteExact(t *testing.T) {
 	if err := os.WriteFile(src, want, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	pio, err := openIO(context.Background(), Stdio{Stdout: out}, 0, 0)
+	pio, err := openIO(context.Background(), Stdio{Stdout: out}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +189,7 @@ func TestOpenIOSeparateStderr(t *testing.T) {
 	checkNoLeaks(t)
 	dir := t.TempDir()
 	out, errPath := mkfifo(t, dir, "out"), mkfifo(t, dir, "err")
-	pio, err := openIO(context.Background(), Stdio{Stdout: out, Stderr: errPath}, 0, 0)
+	pio, err := openIO(context.Background(), Stdio{Stdout: out, Stderr: errPath}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +216,7 @@ func TestOpenIOSharedStdoutStderr(t *testing.T) {
 	checkNoLeaks(t)
 	dir := t.TempDir()
 	out := mkfifo(t, dir, "out")
-	pio, err := openIO(context.Background(), Stdio{Stdout: out, Stderr: out}, 0, 0)
+	pio, err := openIO(context.Background(), Stdio{Stdout: out, Stderr: out}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +246,7 @@ func TestOpenIORegularFileAndMissingFifo(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(dir, "made-by-shim")
-	pio, err := openIO(context.Background(), Stdio{Stdout: file, Stderr: missing}, 0, 0)
+	pio, err := openIO(context.Background(), Stdio{Stdout: file, Stderr: missing}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +318,7 @@ func TestOpenIOStdin(t *testing.T) {
 	checkNoLeaks(t)
 	dir := t.TempDir()
 	in := mkfifo(t, dir, "in")
-	pio, err := openIO(context.Background(), Stdio{Stdin: in}, 0, 0)
+	pio, err := openIO(context.Background(), Stdio{Stdin: in}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +364,7 @@ func TestOpenIOCloseStdin(t *testing.T) {
 	checkNoLeaks(t)
 	dir := t.TempDir()
 	in := mkfifo(t, dir, "in")
-	pio, err := openIO(context.Background(), Stdio{Stdin: in}, 0, 0)
+	pio, err := openIO(context.Background(), Stdio{Stdin: in}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +396,7 @@ func TestOpenIOCloseStdin(t *testing.T) {
 func TestOpenIOCloseStdinNoWriter(t *testing.T) {
 	checkNoLeaks(t)
 	in := mkfifo(t, t.TempDir(), "in")
-	pio, err := openIO(context.Background(), Stdio{Stdin: in}, 0, 0)
+	pio, err := openIO(context.Background(), Stdio{Stdin: in}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,7 +411,7 @@ func TestOpenIOCloseStdinNoWriter(t *testing.T) {
 func TestOpenIOCloseWithWriterOpen(t *testing.T) {
 	checkNoLeaks(t)
 	in := mkfifo(t, t.TempDir(), "in")
-	pio, err := openIO(context.Background(), Stdio{Stdin: in}, 0, 0)
+	pio, err := openIO(context.Background(), Stdio{Stdin: in}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -476,7 +445,7 @@ func TestOpenIOCloseNoLeaks(t *testing.T) {
 			dir := t.TempDir()
 			in, out, errPath := mkfifo(t, dir, "in"), mkfifo(t, dir, "out"), mkfifo(t, dir, "err")
 			cycle := func() {
-				pio, err := openIO(context.Background(), Stdio{Stdin: in, Stdout: out, Stderr: errPath}, 0, 0)
+				pio, err := openIO(context.Background(), Stdio{Stdin: in, Stdout: out, Stderr: errPath}, StreamEnv{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -546,7 +515,7 @@ func TestOpenIOStdinOwner(t *testing.T) {
 	}
 	checkNoLeaks(t)
 	in := mkfifo(t, t.TempDir(), "in")
-	pio, err := openIO(context.Background(), Stdio{Stdin: in}, 1234, 5678)
+	pio, err := openIO(context.Background(), Stdio{Stdin: in}, StreamEnv{UID: 1234, GID: 5678})
 	if err != nil {
 		t.Fatal(err)
 	}

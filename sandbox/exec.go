@@ -42,6 +42,9 @@ func (m *Manager) Exec(ctx context.Context, req ExecRequest) error {
 	if len(req.Spec.Args) == 0 {
 		return fmt.Errorf("exec %q in %q: process has no args: %w", req.ExecID, req.ContainerID, errdefs.ErrInvalidArgument)
 	}
+	if err := validateStdio(req.Stdio); err != nil {
+		return fmt.Errorf("exec %q in %q: %w", req.ExecID, req.ContainerID, err)
+	}
 	c, err := m.lookup(req.ContainerID, "exec")
 	if err != nil {
 		return err
@@ -61,6 +64,8 @@ func (m *Manager) Exec(ctx context.Context, req ExecRequest) error {
 		Spec:        req.Spec,
 		Stdio:       req.Stdio,
 		Options:     c.options,
+		Namespace:   m.namespace,
+		Children:    m.children(),
 	}, m.newEngine(c.options, c.bundle))
 	m.events.push(TopicTaskExecAdded, &eventstypes.TaskExecAdded{ContainerID: req.ContainerID, ExecID: req.ExecID})
 	return nil

@@ -37,7 +37,10 @@ type Config struct {
 type Manager struct {
 	namespace string
 	newEngine EngineFactory
-	events    *eventQueue
+	// reaper starts the processes the shim runs besides runc (logging
+	// binaries); nil in tests that fake the runtime.
+	reaper *process.Reaper
+	events *eventQueue
 
 	// stop ends the reaper loop; cancelEvents aborts publishing when Close
 	// runs out of time; wg joins both goroutines.
@@ -90,6 +93,7 @@ func NewManager(ctx context.Context, cfg Config) *Manager {
 	m := &Manager{
 		namespace:  cfg.Namespace,
 		newEngine:  cfg.NewEngine,
+		reaper:     cfg.Reaper,
 		events:     newEventQueue(cfg.Publisher),
 		stop:       make(chan struct{}),
 		exit:       make(chan struct{}),
@@ -187,11 +191,13 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, c *container) (
 		return 0, fmt.Errorf("create %q: %w", req.ID, err)
 	}
 	p := process.NewInit(process.InitConfig{
-		ID:      req.ID,
-		Bundle:  req.Bundle,
-		Rootfs:  req.Rootfs,
-		Stdio:   req.Stdio,
-		Options: req.Options,
+		ID:        req.ID,
+		Bundle:    req.Bundle,
+		Rootfs:    req.Rootfs,
+		Stdio:     req.Stdio,
+		Options:   req.Options,
+		Namespace: m.namespace,
+		Children:  m.children(),
 	}, m.newEngine(req.Options, req.Bundle))
 	pid, err := p.Create(ctx)
 	if err != nil {
@@ -201,6 +207,14 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, c *container) (
 	c.init = p
 	m.mu.Unlock()
 	return pid, nil
+}
+
+// children is what starts logging binaries: the reaper, or nothing.
+func (m *Manager) children() process.ChildStarter {
+	if m.reaper == nil {
+		return nil
+	}
+	return m.reaper
 }
 
 // takeEarlyExitLocked removes and returns the held exit of pid, if any.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/errdefs"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
 // maxPath is the longest bundle or stream path accepted; the kernel's
@@ -33,12 +35,21 @@ func validateCreate(req CreateRequest) error {
 			return fmt.Errorf("create %q: rootfs mount target %q escapes the rootfs: %w", req.ID, m.Target, errdefs.ErrInvalidArgument)
 		}
 	}
-	for _, p := range []string{req.Stdio.Stdin, req.Stdio.Stdout, req.Stdio.Stderr} {
-		if len(p) > maxPath {
-			return fmt.Errorf("create %q: stream path of %d bytes: %w", req.ID, len(p), errdefs.ErrInvalidArgument)
-		}
+	if err := validateStdio(req.Stdio); err != nil {
+		return fmt.Errorf("create %q: %w", req.ID, err)
 	}
 	return nil
+}
+
+// validateStdio rejects stream names no process could be given: too long,
+// relative, or a log URI that is malformed or in the wrong place.
+func validateStdio(s process.Stdio) error {
+	for _, p := range []string{s.Stdin, s.Stdout, s.Stderr} {
+		if len(p) > maxPath {
+			return fmt.Errorf("stream path of %d bytes: %w", len(p), errdefs.ErrInvalidArgument)
+		}
+	}
+	return process.ValidateStdio(s)
 }
 
 // validateBundle checks that bundle is a clean absolute directory holding a
