@@ -129,6 +129,9 @@ func badCases(victim string, b *bundleMaker) []badCase {
 	create := func(id, bundle string, opts *anypb.Any) func(context.Context, shimTaskAPI) error {
 		return func(ctx context.Context, api shimTaskAPI) error { return api.create(ctx, id, bundle, opts) }
 	}
+	createIO := func(id, bundle, stdout, stderr string) func(context.Context, shimTaskAPI) error {
+		return func(ctx context.Context, api shimTaskAPI) error { return api.createIO(ctx, id, bundle, stdout, stderr) }
+	}
 	return []badCase{
 		{name: "create-duplicate-id", call: create(victim, b.valid("dup"), nil), want: "AlreadyExists", upstream: "Unknown"},
 		{name: "state-unknown-id", call: func(ctx context.Context, api shimTaskAPI) error {
@@ -161,13 +164,19 @@ func badCases(victim string, b *bundleMaker) []badCase {
 		{name: "create-bundle-without-config", call: create("no-config", b.without("no-config"), nil), want: "NotFound", upstream: "Unknown"},
 		{name: "create-garbage-config", call: create("garbage-config", b.garbage("garbage"), nil), want: "InvalidArgument", upstream: "Unknown"},
 		{name: "create-unknown-options", call: create("unknown-options", b.valid("options"), unknownOptions), want: "InvalidArgument", upstream: "Unknown"},
+		{name: "create-log-uri-with-host", call: createIO("log-host", b.valid("log-host"), "binary://host/no/such/logger", ""), want: "InvalidArgument", upstream: "Unknown"},
+		{name: "create-log-uri-unknown-scheme", call: createIO("log-scheme", b.valid("log-scheme"), "syslog:///dev/log", ""), want: "InvalidArgument", upstream: "Unknown"},
+		{name: "create-log-binary-missing", call: createIO("log-missing", b.valid("log-missing"), "binary:///no/such/logger", ""), want: "NotFound", upstream: "Unknown"},
+		{name: "create-log-file-under-a-file", call: createIO("log-notdir", b.valid("log-notdir"), "file://"+b.path("log-notdir")+"/config.json/c.log", ""), want: "InvalidArgument", upstream: "Unknown"},
+		{name: "create-log-uri-on-stderr-only", call: createIO("log-stderr", b.valid("log-stderr"), "", "file://"+b.path("log-stderr")+"/c.log"), want: "InvalidArgument", upstream: "Unknown"},
 	}
 }
 
 // removeStrays deletes any task a create case made although it should
 // have failed (the case reported it), so that the pod can drain.
 func removeStrays(t *testing.T, ctx context.Context, api shimTaskAPI) {
-	for _, id := range []string{"rel-bundle", "empty-bundle", "missing-bundle", "no-config", "garbage-config", "unknown-options"} {
+	for _, id := range []string{"rel-bundle", "empty-bundle", "missing-bundle", "no-config", "garbage-config", "unknown-options",
+		"log-host", "log-scheme", "log-missing", "log-notdir", "log-stderr"} {
 		if _, err := api.state(ctx, id); err == nil {
 			t.Logf("deleting task %s, created by a request that should have failed", id)
 			_ = api.kill(ctx, id, uint32(syscall.SIGKILL))

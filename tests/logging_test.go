@@ -98,26 +98,10 @@ func TestLogURI(t *testing.T) {
 
 // runWithIO runs script in a container whose task IO comes from creator,
 // waits for it, deletes it and returns its exit code.
-func runWithIO(t *testing.T, e *env, id, script string, creator cio.Creator) uint32 {
+func runWithIO(t *testing.T, e *env, id, script string, creator cio.Creator, opts ...ioRunOpt) uint32 {
 	t.Helper()
-	img := e.image()
-	container, err := e.c.NewContainer(e.ctx, id,
-		client.WithImage(img),
-		client.WithSnapshotter(snapshotter),
-		client.WithNewSnapshot(id+"-snapshot", img),
-		client.WithRuntime(runtimeUnderTest(), nil),
-		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("sh", "-c", script)),
-	)
-	if err != nil {
-		t.Fatalf("create container %s: %v", id, err)
-	}
-	defer container.Delete(e.ctx, client.WithSnapshotCleanup)
-	task, err := container.NewTask(e.ctx, creator)
-	skipIfNotImplemented(t, err, fmt.Sprintf("task IO %T", creator))
-	if err != nil {
-		t.Fatalf("create task %s: %v", id, err)
-	}
-	defer task.Delete(e.ctx)
+	task, cleanup := newIOTask(t, e, id, script, creator, opts...)
+	defer cleanup()
 	exitC, err := task.Wait(e.ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -135,6 +119,69 @@ func runWithIO(t *testing.T, e *env, id, script string, creator cio.Creator) uin
 		t.Fatalf("task %s did not exit within a minute", id)
 		return 0
 	}
+}
+
+// ioRunOpt adjusts the container newIOTask makes.
+type ioRunOpt struct {
+	spec        []oci.SpecOpts
+	runtimeOpts any
+	pod         string
+}
+
+// newIOTask creates the container and its task (not started); cleanup
+// deletes both. A creation error fails the test.
+func newIOTask(t *testing.T, e *env, id, script string, creator cio.Creator, opts ...ioRunOpt) (client.Task, func()) {
+	t.Helper()
+	task, cleanup, err := tryIOTask(t, e, id, script, creator, opts...)
+	if err != nil {
+		cleanup()
+		t.Fatalf("create task %s: %v", id, err)
+	}
+	return task, cleanup
+}
+
+// tryIOTask is newIOTask that returns the task creation error.
+func tryIOTask(t *testing.T, e *env, id, script string, creator cio.Creator, opts ...ioRunOpt) (client.Task, func(), error) {
+	t.Helper()
+	container, deleteContainer := newIOContainer(t, e, id, script, opts...)
+	task, err := container.NewTask(e.ctx, creator)
+	if err != nil {
+		skipIfNotImplemented(t, err, fmt.Sprintf("task IO %T", creator))
+		return nil, deleteContainer, err
+	}
+	e.noteSocket(id)
+	return task, func() {
+		task.Delete(e.ctx, client.WithProcessKill)
+		deleteContainer()
+	}, nil
+}
+
+// newIOContainer creates the container newIOTask makes a task for.
+func newIOContainer(t *testing.T, e *env, id, script string, opts ...ioRunOpt) (client.Container, func()) {
+	t.Helper()
+	img := e.image()
+	specOpts := []oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs("sh", "-c", script)}
+	var runtimeOpts any
+	for _, o := range opts {
+		specOpts = append(specOpts, o.spec...)
+		if o.pod != "" {
+			specOpts = append(specOpts, oci.WithAnnotations(map[string]string{podAnnotation: o.pod}))
+		}
+		if o.runtimeOpts != nil {
+			runtimeOpts = o.runtimeOpts
+		}
+	}
+	container, err := e.c.NewContainer(e.ctx, id,
+		client.WithImage(img),
+		client.WithSnapshotter(snapshotter),
+		client.WithNewSnapshot(id+"-snapshot", img),
+		client.WithRuntime(runtimeUnderTest(), runtimeOpts),
+		client.WithNewSpec(specOpts...),
+	)
+	if err != nil {
+		t.Fatalf("create container %s: %v", id, err)
+	}
+	return container, func() { container.Delete(e.ctx, client.WithSnapshotCleanup) }
 }
 
 func filterPrefix(lines []string, prefix string) []string {

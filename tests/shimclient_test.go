@@ -68,6 +68,7 @@ func dialShim(t *testing.T, address string) *ttrpc.Client {
 // the service name differs).
 type shimTaskAPI interface {
 	create(ctx context.Context, id, bundle string, options *anypb.Any) error
+	createIO(ctx context.Context, id, bundle, stdout, stderr string) error
 	start(ctx context.Context, id string) error
 	state(ctx context.Context, id string) (status string, err error)
 	kill(ctx context.Context, id string, signal uint32) error
@@ -79,6 +80,11 @@ type taskV2 struct{ c taskv2.TTRPCTaskService }
 
 func (a taskV2) create(ctx context.Context, id, bundle string, options *anypb.Any) error {
 	_, err := a.c.Create(ctx, &taskv2.CreateTaskRequest{ID: id, Bundle: bundle, Options: options})
+	return err
+}
+
+func (a taskV2) createIO(ctx context.Context, id, bundle, stdout, stderr string) error {
+	_, err := a.c.Create(ctx, &taskv2.CreateTaskRequest{ID: id, Bundle: bundle, Stdout: stdout, Stderr: stderr})
 	return err
 }
 
@@ -119,6 +125,11 @@ func (a taskV3) stats(ctx context.Context, id string) error {
 
 func (a taskV3) create(ctx context.Context, id, bundle string, options *anypb.Any) error {
 	_, err := a.c.Create(ctx, &taskv3.CreateTaskRequest{ID: id, Bundle: bundle, Options: options})
+	return err
+}
+
+func (a taskV3) createIO(ctx context.Context, id, bundle, stdout, stderr string) error {
+	_, err := a.c.Create(ctx, &taskv3.CreateTaskRequest{ID: id, Bundle: bundle, Stdout: stdout, Stderr: stderr})
 	return err
 }
 
