@@ -6,7 +6,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 
-.PHONY: all build install test unit demo clean
+.PHONY: all build install test unit demo bench clean
 
 all: build
 
@@ -29,6 +29,12 @@ unit:
 # Build the shim and run a small pod through a private containerd.
 demo: bin/$(BINARY)
 	bash tests/demo.sh
+
+# Side by side with containerd-shim-runc-v2 (tests/bench; root). Flags go
+# through BENCH_FLAGS, e.g. make bench BENCH_FLAGS='-n 50 -json bench.json'.
+bench: bin/$(BINARY)
+	bash tests/install-deps.sh
+	$(GO) run ./tests/bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

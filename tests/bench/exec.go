@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// execPhases are the client calls of one exec, timed in turn.
+var execPhases = []string{"Exec+Wait", "Start", "Start to exit", "Delete"}
+
+// execs measures section 3: Exec(/bin/true) + Wait + Start + exit +
+// Delete in a running pod container, A then B each round.
+func (b *bench) execs(ctx context.Context) error {
+	holders, release, err := b.holders(ctx, "exec")
+	if err != nil {
+		return err
+	}
+	defer release()
+	var samples [2]phased
+	for round := range b.opts.warmup + b.opts.n {
+		for i, x := range holders {
+			ds, err := b.execOnce(ctx, x, fmt.Sprintf("x%d", round))
+			if err != nil {
+				return fmt.Errorf("%s: %w", runtimes[i].label, err)
+			}
+			if round >= b.opts.warmup {
+				samples[i].add(ds)
+			}
+		}
+	}
+	b.phasedRows("3. exec: /bin/true in a running pod container", "exec", execPhases, samples)
+	return nil
+}
+
+// execOnce runs one exec of /bin/true in x and returns the duration of
+// each of execPhases.
+func (b *bench) execOnce(ctx context.Context, x *task, execID string) ([]time.Duration, error) {
+	spec, err := x.c.Spec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("spec of %s: %w", x.id, err)
+	}
+	pspec := *spec.Process
+	pspec.Args = []string{"/bin/true"}
+
+	sw := startStopwatch()
+	p, err := x.t.Exec(ctx, execID, &pspec, b.creator(nil, nil, nil))
+	if err != nil {
+		return nil, fmt.Errorf("exec %s in %s: %w", execID, x.id, err)
+	}
+	exitC, err := p.Wait(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("wait exec %s: %w", execID, err)
+	}
+	sw.lap()
+	if err := p.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start exec %s: %w", execID, err)
+	}
+	sw.lap()
+	select {
+	case st := <-exitC:
+		if code, _, err := st.Result(); err != nil || code != 0 {
+			return nil, fmt.Errorf("exec %s: exit %d, %v", execID, code, err)
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("exec %s did not exit: %w", execID, ctx.Err())
+	}
+	sw.lap()
+	if _, err := p.Delete(ctx); err != nil {
+		return nil, fmt.Errorf("delete exec %s: %w", execID, err)
+	}
+	sw.lap()
+	return sw.phases, nil
+}
+
+// kills measures section 4: from Kill(SIGKILL) until the exit arrives on
+// Wait, for a `sleep` that is running (its comm says so) as a pod's
+// second container.
+func (b *bench) kills(ctx context.Context) error {
+	holders, release, err := b.holders(ctx, "kill")
+	if err != nil {
+		return err
+	}
+	defer release()
+	var samples [2][]float64
+	for round := range b.opts.warmup + b.opts.n {
+		for i, rt := range runtimes {
+			d, err := b.killOnce(ctx, rt, holders[i].pod)
+			if err != nil {
+				return err
+			}
+			if round >= b.opts.warmup {
+				samples[i] = append(samples[i], ms(d))
+			}
+		}
+	}
+	b.rep.latency("4. kill->exit: SIGKILL to a running pod container", "Kill to exit on Wait", "ms", samples[0], samples[1])
+	return nil
+}
+
+func (b *bench) killOnce(ctx context.Context, rt shimRuntime, pod string) (time.Duration, error) {
+	x, err := b.run(ctx, rt, ctrSpec{id: b.id("kill"), pod: pod, args: sleepArgs})
+	if err != nil {
+		return 0, err
+	}
+	if err := waitComm(ctx, int(x.t.Pid()), "sleep"); err != nil {
+		x.discard(ctx)
+		return 0, fmt.Errorf("%s: %w", rt.label, err)
+	}
+	t0 := time.Now()
+	if err := x.t.Kill(ctx, syscall.SIGKILL); err != nil {
+		x.discard(ctx)
+		return 0, fmt.Errorf("%s: kill %s: %w", rt.label, x.id, err)
+	}
+	code, err := x.wait(ctx)
+	d := time.Since(t0)
+	if err != nil {
+		x.discard(ctx)
+		return 0, fmt.Errorf("%s: %w", rt.label, err)
+	}
+	if code != 128+uint32(syscall.SIGKILL) {
+		return 0, fmt.Errorf("%s: %s exited %d after SIGKILL, want %d", rt.label, x.id, code, 128+syscall.SIGKILL)
+	}
+	if err := x.remove(ctx); err != nil {
+		return 0, fmt.Errorf("%s: %w", rt.label, err)
+	}
+	return d, nil
+}
+
+// waitComm polls until pid's comm is comm: the container's init has
+// executed its program (Start returns once runc start has, which can be
+// before the execve).
+func waitComm(ctx context.Context, pid int, comm string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if strings.TrimSpace(string(data)) == comm {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pid %d: comm %q, not %q: %w", pid, strings.TrimSpace(string(data)), comm, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,283 @@
+// Command bench compares containerd-shim-sandbox-v2 with containerd's
+// containerd-shim-runc-v2 side by side (`make bench`).
+//
+// It starts one private containerd (its own root, state, sockets, config
+// and log in a temp dir; CRI disabled; a bin directory first on its PATH
+// holding copies of both shims), imports a busybox image built locally
+// from busybox-static into a namespace of its own, and measures both
+// runtimes alternating A B A B in one run, so that a noisy machine hits
+// both equally. Every figure is printed with p50 and p95 (or the value)
+// for both and the ratio this/runc-v2, as a table on stdout and, with
+// -json, as JSON. Progress goes to stderr.
+//
+// Sections (-sections, in this order): lifecycle and floor (one
+// alternation: a /bin/true container standalone and as a pod's next
+// container, and the same spec under `runc run` with no shim), exec,
+// kill (Kill(SIGKILL) to exit), stdout (256 MiB), stdin (a line through
+// cat), pod (K = 1, 10, 30 containers: shim tree memory, idle CPU), node
+// (10 one-container pods), startall (30 containers of one pod started,
+// then stopped, concurrently). A shim still running between sections is
+// an error: it would share pages with the next section's shims.
+//
+// It needs root. It removes what it made (its containers, containerd,
+// shims, mounts, cgroups) by pid and path, and exits non-zero if anything
+// failed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+)
+
+// options are the command line.
+type options struct {
+	n          int
+	warmup     int
+	rounds     int
+	ioRounds   int
+	idle       time.Duration
+	sections   []string
+	jsonPath   string
+	keep       bool
+	shim       string
+	containerd string
+	timeout    time.Duration
+}
+
+// section is one part of the benchmark, selectable with -sections.
+type section struct {
+	name string
+	run  func(b *bench, ctx context.Context) error
+}
+
+// sections in the order they run. lifecycle and floor share one
+// alternation (A, B, floor each round) when both are selected.
+var sections = []section{
+	{"lifecycle", func(b *bench, ctx context.Context) error {
+		return b.lifecycle(ctx, true, b.selected("floor"))
+	}},
+	{"floor", func(b *bench, ctx context.Context) error {
+		if b.selected("lifecycle") {
+			return nil
+		}
+		return b.lifecycle(ctx, false, true)
+	}},
+	{"exec", (*bench).execs},
+	{"kill", (*bench).kills},
+	{"stdout", (*bench).stdoutThroughput},
+	{"stdin", (*bench).stdinRoundTrip},
+	{"pod", (*bench).podMemory},
+	{"node", (*bench).nodeMemory},
+	{"startall", (*bench).startAll},
+}
+
+func parseFlags() (options, error) {
+	var o options
+	var names []string
+	for _, s := range sections {
+		names = append(names, s.name)
+	}
+	root := os.Getenv("SHIMTEST_ROOT")
+	if root == "" {
+		root = "/opt/shimtest"
+	}
+	flag.IntVar(&o.n, "n", 20, "measured iterations per runtime of each latency figure, after warm-up")
+	flag.IntVar(&o.warmup, "warmup", 2, "unmeasured iterations per runtime before each latency figure")
+	flag.IntVar(&o.rounds, "rounds", 3, "pods per runtime of the start-all figure")
+	flag.IntVar(&o.ioRounds, "stdout-rounds", 5, "runs per runtime of the stdout throughput figure")
+	flag.DurationVar(&o.idle, "idle", 10*time.Second, "idle window for the pod CPU figure")
+	list := flag.String("sections", strings.Join(names, ","), "comma-separated sections to run")
+	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (containerd log, config) for debugging")
+	flag.StringVar(&o.shim, "shim", "bin/containerd-shim-sandbox-v2", "the containerd-shim-sandbox-v2 binary to measure")
+	flag.StringVar(&o.containerd, "containerd", filepath.Join(root, "containerd-v2.4.2"), "directory holding containerd and containerd-shim-runc-v2 v2.4.2")
+	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "abort the run after this long")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	for _, s := range strings.Split(*list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(names, s) {
+			return o, fmt.Errorf("-sections: unknown section %q (have %s)", s, strings.Join(names, ","))
+		}
+		o.sections = append(o.sections, s)
+	}
+	if len(o.sections) == 0 {
+		return o, errors.New("-sections: none selected")
+	}
+	if o.n < 1 || o.warmup < 0 || o.rounds < 1 || o.ioRounds < 1 {
+		return o, errors.New("-n, -rounds and -stdout-rounds must be at least 1, -warmup at least 0")
+	}
+	return o, nil
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(os.Stderr, "bench: FAIL: "+format+"\n", args...)
+		return 1
+	}
+	opts, err := parseFlags()
+	if err != nil {
+		return fail("%v", err)
+	}
+	if os.Geteuid() != 0 {
+		return fail("must run as root (containerd, runc, overlay mounts, /proc/PID/smaps_rollup of other processes)")
+	}
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sigCtx, opts.timeout)
+	defer cancel()
+
+	start := time.Now()
+	b := &bench{opts: opts, ns: fmt.Sprintf("shimbench-%d", os.Getpid()), rep: &report{}}
+	r, err := startReaper()
+	if err != nil {
+		return fail("become child subreaper: %v", err)
+	}
+	runErr := b.runAll(ctx)
+	b.rep.DurationSec = time.Since(start).Round(time.Second).Seconds()
+	if runErr != nil && b.d != nil && !opts.keep {
+		fmt.Fprintln(os.Stderr, b.d.logTail(8<<10))
+	}
+	problems := b.teardown(r)
+
+	if len(b.rep.Rows) > 0 {
+		b.rep.printTable(os.Stdout)
+	}
+	if opts.jsonPath != "" && len(b.rep.Rows) > 0 {
+		if err := b.rep.writeJSON(opts.jsonPath); err != nil {
+			return fail("write %s: %v", opts.jsonPath, err)
+		}
+	}
+	if opts.keep {
+		fmt.Fprintf(os.Stderr, "bench: kept %s\n", b.dir)
+	}
+	for _, n := range b.notes {
+		fmt.Fprintln(os.Stderr, "bench: note:", n)
+	}
+	for _, p := range problems {
+		fmt.Fprintln(os.Stderr, "bench: cleanup:", p)
+	}
+	switch {
+	case runErr != nil && sigCtx.Err() != nil:
+		return fail("interrupted: %v", runErr)
+	case runErr != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fail("-timeout %v passed: %v", opts.timeout, runErr)
+	case runErr != nil:
+		return fail("%v", runErr)
+	}
+	if len(problems) > 0 {
+		return fail("cleanup had to force %d things (see cleanup lines)", len(problems))
+	}
+	fmt.Fprintf(os.Stderr, "bench: done in %s\n", time.Since(start).Round(time.Second))
+	return 0
+}
+
+// bench is one run: its directory, daemon, client, namespace and image,
+// and the report it fills.
+type bench struct {
+	opts    options
+	dir     string // temp dir holding everything below
+	d       *daemon
+	c       *client.Client
+	ns      string // containerd namespace; also names its cgroups
+	img     client.Image
+	fifoDir string
+	rootfs  string // the busybox tree the image was made from
+	runc    string // the runc the shims find on the daemon's PATH
+	rep     *report
+	sockets sockets      // shim sockets, for teardown
+	notes   []string     // what teardown found worth saying, not failures
+	seq     atomic.Int64 // makes ids unique
+}
+
+func (b *bench) selected(name string) bool { return slices.Contains(b.opts.sections, name) }
+
+// id returns a new unique container or pod id starting with prefix.
+func (b *bench) id(prefix string) string {
+	return fmt.Sprintf("%s-%d", prefix, b.seq.Add(1))
+}
+
+func (b *bench) nsContext(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, b.ns)
+}
+
+// runAll sets up and runs the selected sections in order.
+func (b *bench) runAll(ctx context.Context) error {
+	if err := b.setup(ctx); err != nil {
+		return err
+	}
+	ctx = b.nsContext(ctx)
+	for _, s := range sections {
+		if !b.selected(s.name) {
+			continue
+		}
+		t0 := time.Now()
+		fmt.Fprintf(os.Stderr, "bench: %s ...\n", s.name)
+		if err := s.run(b, ctx); err != nil {
+			return fmt.Errorf("section %s: %w", s.name, err)
+		}
+		if err := b.settle(); err != nil {
+			return fmt.Errorf("after section %s: %w", s.name, err)
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s done in %s\n", s.name, time.Since(t0).Round(100*time.Millisecond))
+	}
+	return nil
+}
+
+// setup checks the prerequisites, writes the header, starts the daemon
+// and imports the image.
+func (b *bench) setup(ctx context.Context) error {
+	shim, err := filepath.Abs(b.opts.shim)
+	if err != nil {
+		return err
+	}
+	runcShim := filepath.Join(b.opts.containerd, runtimes[1].binary)
+	for _, f := range []string{shim, runcShim, filepath.Join(b.opts.containerd, "containerd")} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("%w (run `make` and tests/install-deps.sh, or see -shim and -containerd)", err)
+		}
+	}
+	if b.dir, err = os.MkdirTemp("", "shimbench-"); err != nil {
+		return err
+	}
+	b.fifoDir = filepath.Join(b.dir, "fifo")
+	if err := os.MkdirAll(b.fifoDir, 0o700); err != nil {
+		return err
+	}
+	b.d, err = startDaemon(ctx, b.dir, b.opts.containerd, map[string]string{
+		runtimes[0].binary: shim,
+		runtimes[1].binary: runcShim,
+	})
+	if err != nil {
+		return err
+	}
+	b.c = b.d.client
+	if b.runc, err = lookPath("runc", b.d.env()); err != nil {
+		return err
+	}
+	b.header(shim, runcShim)
+	fmt.Fprintf(os.Stderr, "bench: containerd in %s, namespace %s\n", b.dir, b.ns)
+	return b.importImage(b.nsContext(ctx))
+}
