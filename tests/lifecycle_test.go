@@ -98,7 +98,11 @@ func testPodOfThree(t *testing.T, e *env, pod string) {
 			t.Errorf("container %s is served by shim %d, want %d (the pod's shim)", r.id, got, shim)
 		}
 	}
-	if got := e.d.shimPids(e.ns); !slices.Equal(got, []int{shim}) {
+	// The shim of the previous subtest exits on its own time after its
+	// last delete (ttrpc's Shutdown polls idle connections every 200 ms);
+	// wait for that with a deadline.
+	var got []int
+	if !pollUntil(20*time.Second, func() bool { got = e.d.shimPids(e.ns); return slices.Equal(got, []int{shim}) }) {
 		t.Errorf("shim processes of namespace %s = %v, want [%d]", e.ns, describe(got), shim)
 	}
 	for _, r := range rs {
