@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
+	"golang.org/x/sys/unix"
 )
 
 // InitConfig describes a container's init process.
@@ -128,7 +129,7 @@ func (p *Init) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = p.engine.Start(ctx, p.cfg.ID)
+	err = p.runStart(ctx)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.state != Starting {
@@ -141,6 +142,22 @@ func (p *Init) Start(ctx context.Context) error {
 	}
 	p.state = Running
 	return nil
+}
+
+// runStart starts the created container: directly when the engine can and
+// the process is pinned by a pidfd (which tells the direct start when the
+// process died instead), otherwise through the runtime.
+func (p *Init) runStart(ctx context.Context) error {
+	if d, ok := p.engine.(DirectEngine); ok {
+		if pidfd := p.dupPidfd(); pidfd >= 0 {
+			done, err := d.StartCreated(ctx, p.cfg.ID, pidfd)
+			unix.Close(pidfd)
+			if done {
+				return err
+			}
+		}
+	}
+	return p.engine.Start(ctx, p.cfg.ID)
 }
 
 // Kill signals the container. all signals every process in it (runtime
@@ -190,8 +207,8 @@ func (p *Init) Delete(ctx context.Context) (Status, error) {
 		p.mu.Unlock()
 		return Status{}, err
 	}
-	if err := p.engine.Delete(ctx, p.cfg.ID, &runc.DeleteOpts{Force: true}); err != nil && !isRuntimeNotFound(err) {
-		return fail(runtimeError(err, p.logPath(), "delete "+strconv.Quote(p.cfg.ID)))
+	if err := p.runDelete(ctx, prev); err != nil {
+		return fail(err)
 	}
 	if len(p.cfg.Rootfs) > 0 {
 		if err := unmountAll(p.rootfsPath()); err != nil {
@@ -220,6 +237,21 @@ func (p *Init) Delete(ctx context.Context) (Status, error) {
 		pio.Close()
 	}
 	return st, nil
+}
+
+// runDelete removes the container from the runtime: directly when it has
+// stopped and the engine can, otherwise with a forced runtime delete,
+// which also kills a container never started.
+func (p *Init) runDelete(ctx context.Context, prev State) error {
+	if d, ok := p.engine.(DirectEngine); ok && prev == Stopped {
+		if done, err := d.DeleteStopped(ctx, p.cfg.ID); done {
+			return err
+		}
+	}
+	if err := p.engine.Delete(ctx, p.cfg.ID, &runc.DeleteOpts{Force: true}); err != nil && !isRuntimeNotFound(err) {
+		return runtimeError(err, p.logPath(), "delete "+strconv.Quote(p.cfg.ID))
+	}
+	return nil
 }
 
 // Pids lists the processes in the container.

@@ -27,10 +27,10 @@ type RuntimeOptions struct {
 	CriuWorkPath  string `json:"criu_work_path,omitempty"`
 }
 
-// NewRuncEngine returns the go-runc client for one container. Its log file
+// NewRuncEngine returns the runtime client for one container. Its log file
 // lives in the bundle so that a failed call can report runc's own words
 // (see runtimeError).
-func NewRuncEngine(opts RuntimeOptions, namespace, bundle string) *runc.Runc {
+func NewRuncEngine(opts RuntimeOptions, namespace, bundle string) *RuncEngine {
 	binary := opts.BinaryName
 	if binary == "" {
 		binary = runc.DefaultCommand
@@ -39,12 +39,12 @@ func NewRuncEngine(opts RuntimeOptions, namespace, bundle string) *runc.Runc {
 	if root == "" {
 		root = DefaultRuntimeRoot
 	}
-	return &runc.Runc{
+	return &RuncEngine{Runc: &runc.Runc{
 		Command:       binary,
 		Root:          filepath.Join(root, namespace),
 		Log:           filepath.Join(bundle, "log.json"),
 		LogFormat:     runc.JSON,
 		Setpgid:       true,
 		SystemdCgroup: opts.SystemdCgroup,
-	}
+	}}
 }

@@ -65,6 +65,22 @@ func (p *proc) setPidLocked(pid int, pio *processIO) {
 	}
 }
 
+// dupPidfd returns a copy of the pidfd, for the caller to close, or -1
+// when there is none: the original is closed when the exit is recorded,
+// which may happen while the caller still uses its copy.
+func (p *proc) dupPidfd() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pidfd < 0 {
+		return -1
+	}
+	fd, err := unix.FcntlInt(uintptr(p.pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+}
+
 // SetExited records the process's exit, reported by the reaper. It moves
 // the process to Stopped (a Deleting process keeps its state: the delete
 // itself caused the exit) and wakes Wait callers. A second exit for the

@@ -46,6 +46,10 @@ func TestCleanup(t *testing.T) {
 			binary, calls := fakeRuntime(t, tt.stderr, tt.code)
 			bundle := newBundle(t, nil)
 			root := t.TempDir()
+			// The runtime's record of c1, which makes the runtime worth asking.
+			if err := os.MkdirAll(filepath.Join(root, "ns", "c1"), 0o700); err != nil {
+				t.Fatal(err)
+			}
 			if err := writeBundleState(bundle, bundleState{Options: process.RuntimeOptions{BinaryName: binary, Root: root}}); err != nil {
 				t.Fatal(err)
 			}
@@ -85,9 +89,41 @@ func TestCleanup(t *testing.T) {
 	}
 }
 
+// TestCleanupForgotten: containerd runs the delete action after every
+// shim exit; when the runtime has no record of the container left, the
+// runtime is not run, and the action still succeeds and unmounts.
+func TestCleanupForgotten(t *testing.T) {
+	binary, calls := fakeRuntime(t, "", 0)
+	bundle := newBundle(t, nil)
+	if err := writeBundleState(bundle, bundleState{Options: process.RuntimeOptions{BinaryName: binary, Root: t.TempDir()}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Cleanup(context.Background(), "ns", "c1", bundle)
+	if err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if res.ExitStatus != process.KilledStatus {
+		t.Errorf("Cleanup: got %+v, want status %d", res, process.KilledStatus)
+	}
+	if data, err := os.ReadFile(calls); err == nil {
+		t.Errorf("runtime called for a container it has no record of: %q", data)
+	}
+}
+
 // TestCleanupBrokenState: a shim that died before writing its state
-// falls back to the default runtime; with no pid file the pid is 0.
+// falls back to the default runtime and root; with no pid file the pid
+// is 0.
 func TestCleanupBrokenState(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the default runtime root is under /run")
+	}
+	// A namespace of this test's own under the default root.
+	ns := "unit-" + strconv.Itoa(os.Getpid())
+	state := filepath.Join(process.DefaultRuntimeRoot, ns, "c1")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(filepath.Join(process.DefaultRuntimeRoot, ns)) })
 	bundle := newBundle(t, nil)
 	if err := os.WriteFile(filepath.Join(bundle, bundleStateFile), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
@@ -99,7 +135,7 @@ func TestCleanupBrokenState(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", dir)
-	res, err := Cleanup(context.Background(), "ns", "c1", bundle)
+	res, err := Cleanup(context.Background(), ns, "c1", bundle)
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
@@ -107,7 +143,7 @@ func TestCleanupBrokenState(t *testing.T) {
 		t.Errorf("Cleanup: got %+v, want pid 0, status %d", res, process.KilledStatus)
 	}
 	data, _ := os.ReadFile(calls)
-	if want := "--root " + filepath.Join(process.DefaultRuntimeRoot, "ns"); !strings.Contains(string(data), want) {
+	if want := "--root " + filepath.Join(process.DefaultRuntimeRoot, ns); !strings.Contains(string(data), want) {
 		t.Errorf("runtime call %q: want the default root (%s)", data, want)
 	}
 }
@@ -117,7 +153,11 @@ func TestCleanupBrokenState(t *testing.T) {
 // exec's "executable file not found" for "the container does not exist".
 func TestCleanupMissingRuntime(t *testing.T) {
 	bundle := newBundle(t, nil)
-	if err := writeBundleState(bundle, bundleState{Options: process.RuntimeOptions{BinaryName: "no-such-runtime-binary", Root: t.TempDir()}}); err != nil {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "ns", "c1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeBundleState(bundle, bundleState{Options: process.RuntimeOptions{BinaryName: "no-such-runtime-binary", Root: root}}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := Cleanup(context.Background(), "ns", "c1", bundle)

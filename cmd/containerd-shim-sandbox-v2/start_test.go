@@ -237,9 +237,13 @@ func TestRunStartBootstrap(t *testing.T) {
 }
 
 // TestRunDelete: the delete action runs the runtime named in the saved
-// options and answers with a DeleteResponse.
+// options (for a container the runtime still has a record of) and answers
+// with a DeleteResponse.
 func TestRunDelete(t *testing.T) {
 	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "root", "ns", "c1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	runtime := filepath.Join(dir, "runtime")
 	calls := filepath.Join(dir, "calls")
 	if err := os.WriteFile(runtime, []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\n"), 0o755); err != nil {
