@@ -69,6 +69,10 @@ type processIO struct {
 	fileLog *fileLog
 }
 
+// fifoSize is the pipe buffer asked for on an output fifo: the kernel's
+// default pipe-max-size, so that no privilege is needed.
+const fifoSize = 1 << 20
+
 // openIO opens the streams of one process.
 func openIO(ctx context.Context, s Stdio, env StreamEnv) (_ *processIO, retErr error) {
 	out, err := parseStdio(s)
@@ -197,6 +201,12 @@ func (p *processIO) openWriteEnd(path string, uid, gid int) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A fifo holds 64 KiB: a container writing in large blocks then
+	// waits on containerd's reader every 64 KiB. A larger buffer lets
+	// both run at once; its pages are only allocated while filled. The
+	// kernel may refuse (pipe-max-size, a user's pipe page limit): the
+	// stream then works as before.
+	_, _ = unix.FcntlInt(uintptr(wfd), unix.F_SETPIPE_SZ, fifoSize)
 	w := os.NewFile(uintptr(wfd), path)
 	if uid != 0 || gid != 0 {
 		if err := w.Chown(uid, gid); err != nil {
