@@ -17,6 +17,7 @@ type Engine interface {
 	Kill(ctx context.Context, id string, sig int, opts *runc.KillOpts) error
 	Delete(ctx context.Context, id string, opts *runc.DeleteOpts) error
 	Ps(ctx context.Context, id string) ([]int, error)
+	Update(ctx context.Context, id string, resources *specs.LinuxResources) error
 }
 
 var _ Engine = (*runc.Runc)(nil)

@@ -101,6 +101,7 @@ type fakeEngine struct {
 	kill   func(ctx context.Context, id string, sig int, opts *runc.KillOpts) error
 	delete func(ctx context.Context, id string, opts *runc.DeleteOpts) error
 	ps     func(ctx context.Context, id string) ([]int, error)
+	update func(ctx context.Context, id string, resources *specs.LinuxResources) error
 }
 
 var _ Engine = (*fakeEngine)(nil)
@@ -122,6 +123,14 @@ func (e *fakeEngine) Create(ctx context.Context, id, bundle string, opts *runc.C
 	e.record("create %s", id)
 	if e.create != nil {
 		return e.create(ctx, id, bundle, opts)
+	}
+	return nil
+}
+
+func (e *fakeEngine) Update(ctx context.Context, id string, resources *specs.LinuxResources) error {
+	e.record("update %s", id)
+	if e.update != nil {
+		return e.update(ctx, id, resources)
 	}
 	return nil
 }

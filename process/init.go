@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -250,6 +251,20 @@ func (p *Init) runDelete(ctx context.Context, prev State) error {
 	}
 	if err := p.engine.Delete(ctx, p.cfg.ID, &runc.DeleteOpts{Force: true}); err != nil && !isRuntimeNotFound(err) {
 		return runtimeError(err, p.logPath(), "delete "+strconv.Quote(p.cfg.ID))
+	}
+	return nil
+}
+
+// Update changes the container's resources (cgroup limits) while it is
+// created or running, as `runtime update` does.
+func (p *Init) Update(ctx context.Context, resources *specs.LinuxResources) error {
+	switch st := p.Status().State; st {
+	case Created, Starting, Running:
+	default:
+		return fmt.Errorf("update %q: container is %s: %w", p.cfg.ID, st, errdefs.ErrFailedPrecondition)
+	}
+	if err := p.engine.Update(ctx, p.cfg.ID, resources); err != nil {
+		return runtimeError(err, p.logPath(), "update "+strconv.Quote(p.cfg.ID))
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -669,5 +670,38 @@ func TestInitDeleteCreatedWithoutExit(t *testing.T) {
 	p.SetExited(0, time.Now())
 	if got := countFDs(t); got > before {
 		t.Errorf("fds after Delete: got %d, want %d (pidfd leaked)\n%s", got, before, listFDs())
+	}
+}
+
+// TestInitUpdate: resources reach the runtime for a created or running
+// container; a stopped one is a FailedPrecondition that names its state,
+// and a runtime failure carries runc's log line.
+func TestInitUpdate(t *testing.T) {
+	ctx := context.Background()
+	shares := uint64(512)
+	res := &specs.LinuxResources{CPU: &specs.LinuxCPU{Shares: &shares}}
+	var got *specs.LinuxResources
+	eng := &fakeEngine{update: func(_ context.Context, _ string, r *specs.LinuxResources) error { got = r; return nil }}
+	p, child := createdInit(t, eng)
+	if err := p.Update(ctx, res); err != nil {
+		t.Fatalf("Update created: %v", err)
+	}
+	if got != res {
+		t.Errorf("runtime got resources %+v, want %+v", got, res)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eng.update = func(context.Context, string, *specs.LinuxResources) error { return errors.New("exit status 1") }
+	writeLogError(t, p.cfg.Bundle, "cgroup write failed")
+	if err := p.Update(ctx, res); err == nil || !strings.Contains(err.Error(), "cgroup write failed") {
+		t.Errorf("Update with a failing runtime = %v, want runc's log line", err)
+	}
+	child.Process.Kill()
+	child.Wait()
+	p.SetExited(137, time.Now())
+	err := p.Update(ctx, res)
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "stopped") {
+		t.Errorf("Update stopped = %v, want FailedPrecondition naming the state", err)
 	}
 }

@@ -32,6 +32,7 @@ type fakeEngine struct {
 	kill   func(ctx context.Context, id string, sig int, opts *runc.KillOpts) error
 	delete func(ctx context.Context, id string, opts *runc.DeleteOpts) error
 	ps     func(ctx context.Context, id string) ([]int, error)
+	update func(ctx context.Context, id string, resources *specs.LinuxResources) error
 }
 
 var _ process.Engine = (*fakeEngine)(nil)
@@ -54,6 +55,14 @@ func (e *fakeEngine) Create(ctx context.Context, id, bundle string, opts *runc.C
 		return e.create(ctx, id, bundle, opts)
 	}
 	return errors.New("fake engine: no create hook")
+}
+
+func (e *fakeEngine) Update(ctx context.Context, id string, resources *specs.LinuxResources) error {
+	e.record("update %s", id)
+	if e.update != nil {
+		return e.update(ctx, id, resources)
+	}
+	return nil
 }
 
 func (e *fakeEngine) Start(ctx context.Context, id string) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
@@ -376,6 +377,15 @@ func (m *Manager) Pids(ctx context.Context, id string) ([]int, error) {
 		return nil, err
 	}
 	return c.init.Pids(ctx)
+}
+
+// Update changes a container's resources.
+func (m *Manager) Update(ctx context.Context, id string, resources *specs.LinuxResources) error {
+	c, err := m.lookup(id, "update")
+	if err != nil {
+		return err
+	}
+	return c.init.Update(ctx, resources)
 }
 
 // CloseIO closes a container's stdin.

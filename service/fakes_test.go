@@ -65,6 +65,11 @@ func (e *forkEngine) Delete(ctx context.Context, id string, opts *runc.DeleteOpt
 	return nil
 }
 
+func (e *forkEngine) Update(ctx context.Context, id string, resources *specs.LinuxResources) error {
+	e.record("update " + id)
+	return nil
+}
+
 func (e *forkEngine) Ps(ctx context.Context, id string) ([]int, error) {
 	e.record("ps " + id)
 	e.mu.Lock()

@@ -69,6 +69,22 @@ func processSpec(a *anypb.Any) (specs.Process, error) {
 	return p, nil
 }
 
+// linuxResources decodes an update request's resources: JSON of
+// specs.LinuxResources under the runtime spec's type URL.
+func linuxResources(a *anypb.Any) (*specs.LinuxResources, error) {
+	if a == nil || len(a.Value) == 0 {
+		return nil, fmt.Errorf("no resources: %w", errdefs.ErrInvalidArgument)
+	}
+	if !strings.HasSuffix(a.TypeUrl, "/LinuxResources") && a.TypeUrl != "LinuxResources" {
+		return nil, fmt.Errorf("resources of type %q, want LinuxResources: %w", a.TypeUrl, errdefs.ErrInvalidArgument)
+	}
+	var r specs.LinuxResources
+	if err := json.Unmarshal(a.Value, &r); err != nil {
+		return nil, fmt.Errorf("decode resources: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return &r, nil
+}
+
 // anyOf wraps a protobuf message as containerd's typeurl does: the type
 // URL is the message's full name.
 func anyOf(m proto.Message) (*anypb.Any, error) {

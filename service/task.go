@@ -43,7 +43,7 @@ func (t *Task) methods() map[string]ttrpc.Method {
 		"Exec":       method(t.Exec),
 		"ResizePty":  method(t.ResizePty),
 		"CloseIO":    method(t.CloseIO),
-		"Update":     method(notImplemented[taskapi.UpdateTaskRequest]("update")),
+		"Update":     method(t.Update),
 		"Wait":       method(t.Wait),
 		"Stats":      method(notImplemented[taskapi.StatsRequest]("stats")),
 		"Connect":    method(t.Connect),
@@ -81,6 +81,20 @@ func (t *Task) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*taska
 		return nil, err
 	}
 	return &taskapi.CreateTaskResponse{Pid: uint32(pid)}, nil
+}
+
+// Update applies new resources to a container (CRI's
+// UpdateContainerResources). Annotations are accepted and, as the runc
+// shim does, not acted on.
+func (t *Task) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*emptypb.Empty, error) {
+	res, err := linuxResources(r.Resources)
+	if err != nil {
+		return nil, fmt.Errorf("update %q: %w", r.ID, err)
+	}
+	if err := t.m.Update(ctx, r.ID, res); err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
 }
 
 func (t *Task) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.StartResponse, error) {

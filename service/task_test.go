@@ -174,10 +174,13 @@ func sameFields(t *testing.T, what string, a, b protoreflect.MessageDescriptor) 
 	}
 }
 
+// resourcesType is the type URL containerd gives specs.LinuxResources.
+const resourcesType = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+
 func TestTaskNotImplemented(t *testing.T) {
 	task, _ := newTestTask(t)
 	methods := task.methods()
-	for _, name := range []string{"Pause", "Resume", "Checkpoint", "Update", "Stats"} {
+	for _, name := range []string{"Pause", "Resume", "Checkpoint", "Stats"} {
 		t.Run(name, func(t *testing.T) {
 			_, err := methods[name](context.Background(), noUnmarshal)
 			if got := status.Code(err); got != codes.Unimplemented {
@@ -227,6 +230,10 @@ func TestTaskRequestErrors(t *testing.T) {
 		{"Create terminal without stdout", "Create", &taskapi.CreateTaskRequest{ID: "c1", Bundle: bundle, Terminal: true}, codes.InvalidArgument},
 		{"ResizePty zero", "ResizePty", &taskapi.ResizePtyRequest{ID: "c1", Width: 0, Height: 24}, codes.InvalidArgument},
 		{"ResizePty unknown", "ResizePty", &taskapi.ResizePtyRequest{ID: "nosuch", Width: 80, Height: 24}, codes.NotFound},
+		{"Update no resources", "Update", &taskapi.UpdateTaskRequest{ID: "nosuch"}, codes.InvalidArgument},
+		{"Update bad type", "Update", &taskapi.UpdateTaskRequest{ID: "nosuch", Resources: &anypb.Any{TypeUrl: "foo.Bar", Value: []byte("{}")}}, codes.InvalidArgument},
+		{"Update bad json", "Update", &taskapi.UpdateTaskRequest{ID: "nosuch", Resources: &anypb.Any{TypeUrl: resourcesType, Value: []byte("{")}}, codes.InvalidArgument},
+		{"Update unknown", "Update", &taskapi.UpdateTaskRequest{ID: "nosuch", Resources: &anypb.Any{TypeUrl: resourcesType, Value: []byte(`{"cpu":{"shares":512}}`)}}, codes.NotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
