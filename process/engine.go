@@ -18,6 +18,8 @@ type Engine interface {
 	Delete(ctx context.Context, id string, opts *runc.DeleteOpts) error
 	Ps(ctx context.Context, id string) ([]int, error)
 	Update(ctx context.Context, id string, resources *specs.LinuxResources) error
+	Pause(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
 }
 
 var _ Engine = (*runc.Runc)(nil)

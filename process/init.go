@@ -259,12 +259,47 @@ func (p *Init) runDelete(ctx context.Context, prev State) error {
 // created or running, as `runtime update` does.
 func (p *Init) Update(ctx context.Context, resources *specs.LinuxResources) error {
 	switch st := p.Status().State; st {
-	case Created, Starting, Running:
+	case Created, Starting, Running, Pausing, Paused, Resuming:
 	default:
 		return fmt.Errorf("update %q: container is %s: %w", p.cfg.ID, st, errdefs.ErrFailedPrecondition)
 	}
 	if err := p.engine.Update(ctx, p.cfg.ID, resources); err != nil {
 		return runtimeError(err, p.logPath(), "update "+strconv.Quote(p.cfg.ID))
+	}
+	return nil
+}
+
+// Pause freezes every process of the running container (runtime pause).
+func (p *Init) Pause(ctx context.Context) error {
+	return p.freeze(ctx, "pause", Running, Pausing, Paused, p.engine.Pause)
+}
+
+// Resume thaws the paused container (runtime resume).
+func (p *Init) Resume(ctx context.Context) error {
+	return p.freeze(ctx, "resume", Paused, Resuming, Running, p.engine.Resume)
+}
+
+// freeze moves the container from before through during to after around
+// the runtime call, back to before when the call fails. A process that
+// exited meanwhile stays Stopped.
+func (p *Init) freeze(ctx context.Context, op string, before, during, after State, call func(context.Context, string) error) error {
+	p.mu.Lock()
+	err := transition(&p.state, during, op, p.cfg.ID)
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	err = call(ctx, p.cfg.ID)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		if p.state == during {
+			_ = transition(&p.state, before, op, p.cfg.ID)
+		}
+		return runtimeError(err, p.logPath(), op+" "+strconv.Quote(p.cfg.ID))
+	}
+	if p.state == during {
+		_ = transition(&p.state, after, op, p.cfg.ID)
 	}
 	return nil
 }

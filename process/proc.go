@@ -118,7 +118,7 @@ func (p *proc) signal(sig int) (sent bool, err error) {
 		return false, nil
 	}
 	switch p.state {
-	case Created, Starting, Running:
+	case Created, Starting, Running, Pausing, Paused, Resuming:
 	default:
 		return false, nil
 	}

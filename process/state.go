@@ -18,6 +18,11 @@ const (
 	Stopped
 	Deleting
 	Deleted
+	// Pausing, Paused and Resuming: the runtime freezes the container's
+	// processes (cgroup freezer) and thaws them.
+	Pausing
+	Paused
+	Resuming
 )
 
 func (s State) String() string {
@@ -34,6 +39,12 @@ func (s State) String() string {
 		return "deleting"
 	case Deleted:
 		return "deleted"
+	case Pausing:
+		return "pausing"
+	case Paused:
+		return "paused"
+	case Resuming:
+		return "resuming"
 	}
 	return fmt.Sprintf("state(%d)", int(s))
 }
@@ -50,7 +61,16 @@ func allowed(from, to State) bool {
 		// Stopped: the process exited before Start returned (/bin/true).
 		return to == Running || to == Stopped || to == Created
 	case Running:
-		return to == Stopped
+		return to == Stopped || to == Pausing
+	case Pausing:
+		// Running again when the pause failed; Stopped: it died first.
+		return to == Paused || to == Running || to == Stopped
+	case Paused:
+		// Stopped: killed while frozen, it dies once thawed.
+		return to == Resuming || to == Stopped
+	case Resuming:
+		// Paused again when the resume failed.
+		return to == Running || to == Paused || to == Stopped
 	case Stopped:
 		return to == Deleting
 	case Deleting:

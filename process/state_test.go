@@ -8,7 +8,7 @@ import (
 	"github.com/containerd/errdefs"
 )
 
-var allStates = []State{Created, Starting, Running, Stopped, Deleting, Deleted}
+var allStates = []State{Created, Starting, Running, Stopped, Deleting, Deleted, Pausing, Paused, Resuming}
 
 // wantAllowed is the transition table as DESIGN.md and the comments in
 // state.go describe it, written out pair by pair.
@@ -20,6 +20,15 @@ var wantAllowed = map[[2]State]bool{
 	{Starting, Stopped}: true, // exited before Start returned
 	{Starting, Created}: true, // runc start failed
 	{Running, Stopped}:  true,
+	{Running, Pausing}:  true,
+	{Pausing, Paused}:   true,
+	{Pausing, Running}:  true, // runc pause failed
+	{Pausing, Stopped}:  true, // died before it froze
+	{Paused, Resuming}:  true,
+	{Paused, Stopped}:   true, // killed while frozen
+	{Resuming, Running}: true,
+	{Resuming, Paused}:  true, // runc resume failed
+	{Resuming, Stopped}: true,
 	{Stopped, Deleting}: true,
 	{Deleting, Deleted}: true,
 	{Deleting, Created}: true, // delete failed, retry
@@ -37,6 +46,9 @@ func TestStateString(t *testing.T) {
 		{Stopped, "stopped"},
 		{Deleting, "deleting"},
 		{Deleted, "deleted"},
+		{Pausing, "pausing"},
+		{Paused, "paused"},
+		{Resuming, "resuming"},
 		{State(0), "state(0)"},
 		{State(42), "state(42)"},
 	}
@@ -47,7 +59,7 @@ func TestStateString(t *testing.T) {
 	}
 }
 
-// TestTransitionMatrix walks the full 6x6 matrix (and the zero state,
+// TestTransitionMatrix walks the full 9x9 matrix (and the zero state,
 // which a process has before Create).
 func TestTransitionMatrix(t *testing.T) {
 	from := append([]State{State(0)}, allStates...)

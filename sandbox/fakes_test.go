@@ -33,6 +33,8 @@ type fakeEngine struct {
 	delete func(ctx context.Context, id string, opts *runc.DeleteOpts) error
 	ps     func(ctx context.Context, id string) ([]int, error)
 	update func(ctx context.Context, id string, resources *specs.LinuxResources) error
+	pause  func(ctx context.Context, id string) error
+	resume func(ctx context.Context, id string) error
 }
 
 var _ process.Engine = (*fakeEngine)(nil)
@@ -61,6 +63,22 @@ func (e *fakeEngine) Update(ctx context.Context, id string, resources *specs.Lin
 	e.record("update %s", id)
 	if e.update != nil {
 		return e.update(ctx, id, resources)
+	}
+	return nil
+}
+
+func (e *fakeEngine) Pause(ctx context.Context, id string) error {
+	e.record("pause %s", id)
+	if e.pause != nil {
+		return e.pause(ctx, id)
+	}
+	return nil
+}
+
+func (e *fakeEngine) Resume(ctx context.Context, id string) error {
+	e.record("resume %s", id)
+	if e.resume != nil {
+		return e.resume(ctx, id)
 	}
 	return nil
 }

@@ -70,6 +70,16 @@ func (e *forkEngine) Update(ctx context.Context, id string, resources *specs.Lin
 	return nil
 }
 
+func (e *forkEngine) Pause(ctx context.Context, id string) error {
+	e.record("pause " + id)
+	return nil
+}
+
+func (e *forkEngine) Resume(ctx context.Context, id string) error {
+	e.record("resume " + id)
+	return nil
+}
+
 func (e *forkEngine) Ps(ctx context.Context, id string) ([]int, error) {
 	e.record("ps " + id)
 	e.mu.Lock()

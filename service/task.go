@@ -36,8 +36,8 @@ func (t *Task) methods() map[string]ttrpc.Method {
 		"Start":      method(t.Start),
 		"Delete":     method(t.Delete),
 		"Pids":       method(t.Pids),
-		"Pause":      method(notImplemented[taskapi.PauseRequest]("pause")),
-		"Resume":     method(notImplemented[taskapi.ResumeRequest]("resume")),
+		"Pause":      method(t.Pause),
+		"Resume":     method(t.Resume),
 		"Checkpoint": method(notImplemented[taskapi.CheckpointTaskRequest]("checkpoint")),
 		"Kill":       method(t.Kill),
 		"Exec":       method(t.Exec),
@@ -81,6 +81,22 @@ func (t *Task) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*taska
 		return nil, err
 	}
 	return &taskapi.CreateTaskResponse{Pid: uint32(pid)}, nil
+}
+
+// Pause freezes a container.
+func (t *Task) Pause(ctx context.Context, r *taskapi.PauseRequest) (*emptypb.Empty, error) {
+	if err := t.m.Pause(ctx, r.ID); err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// Resume thaws a paused container.
+func (t *Task) Resume(ctx context.Context, r *taskapi.ResumeRequest) (*emptypb.Empty, error) {
+	if err := t.m.Resume(ctx, r.ID); err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
 }
 
 // Update applies new resources to a container (CRI's
@@ -165,6 +181,10 @@ func taskStatus(s process.State) task.Status {
 		return task.Status_CREATED
 	case process.Running:
 		return task.Status_RUNNING
+	case process.Pausing:
+		return task.Status_PAUSING
+	case process.Paused, process.Resuming:
+		return task.Status_PAUSED
 	case process.Stopped, process.Deleting, process.Deleted:
 		return task.Status_STOPPED
 	}

@@ -180,7 +180,7 @@ const resourcesType = "types.containerd.io/opencontainers/runtime-spec/1/LinuxRe
 func TestTaskNotImplemented(t *testing.T) {
 	task, _ := newTestTask(t)
 	methods := task.methods()
-	for _, name := range []string{"Pause", "Resume", "Checkpoint", "Stats"} {
+	for _, name := range []string{"Checkpoint", "Stats"} {
 		t.Run(name, func(t *testing.T) {
 			_, err := methods[name](context.Background(), noUnmarshal)
 			if got := status.Code(err); got != codes.Unimplemented {
@@ -230,6 +230,8 @@ func TestTaskRequestErrors(t *testing.T) {
 		{"Create terminal without stdout", "Create", &taskapi.CreateTaskRequest{ID: "c1", Bundle: bundle, Terminal: true}, codes.InvalidArgument},
 		{"ResizePty zero", "ResizePty", &taskapi.ResizePtyRequest{ID: "c1", Width: 0, Height: 24}, codes.InvalidArgument},
 		{"ResizePty unknown", "ResizePty", &taskapi.ResizePtyRequest{ID: "nosuch", Width: 80, Height: 24}, codes.NotFound},
+		{"Pause unknown", "Pause", &taskapi.PauseRequest{ID: "nosuch"}, codes.NotFound},
+		{"Resume unknown", "Resume", &taskapi.ResumeRequest{ID: "nosuch"}, codes.NotFound},
 		{"Update no resources", "Update", &taskapi.UpdateTaskRequest{ID: "nosuch"}, codes.InvalidArgument},
 		{"Update bad type", "Update", &taskapi.UpdateTaskRequest{ID: "nosuch", Resources: &anypb.Any{TypeUrl: "foo.Bar", Value: []byte("{}")}}, codes.InvalidArgument},
 		{"Update bad json", "Update", &taskapi.UpdateTaskRequest{ID: "nosuch", Resources: &anypb.Any{TypeUrl: resourcesType, Value: []byte("{")}}, codes.InvalidArgument},
@@ -253,6 +255,9 @@ func TestTaskStatus(t *testing.T) {
 		{process.Created, task.Status_CREATED},
 		{process.Starting, task.Status_CREATED},
 		{process.Running, task.Status_RUNNING},
+		{process.Pausing, task.Status_PAUSING},
+		{process.Paused, task.Status_PAUSED},
+		{process.Resuming, task.Status_PAUSED},
 		{process.Stopped, task.Status_STOPPED},
 		{process.Deleting, task.Status_STOPPED},
 		{process.Deleted, task.Status_STOPPED},

@@ -97,8 +97,16 @@ func TestTTRPCRoundTrip(t *testing.T) {
 			want: codes.InvalidArgument, wantErr: errdefs.ErrInvalidArgument,
 		},
 		{
-			name: "v2 Pause",
+			name: "v2 Pause unknown",
 			call: func() error { _, err := v2.Pause(ctx, &taskapi.PauseRequest{ID: "nosuch"}); return err },
+			want: codes.NotFound, wantErr: errdefs.ErrNotFound,
+		},
+		{
+			name: "v2 Checkpoint",
+			call: func() error {
+				_, err := v2.Checkpoint(ctx, &taskapi.CheckpointTaskRequest{ID: "nosuch"})
+				return err
+			},
 			want: codes.Unimplemented, wantErr: errdefs.ErrNotImplemented,
 		},
 		{
