@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/procfs"
 )
 
 // proc is one line of the process table, from /proc/<pid>/stat.
@@ -26,54 +27,32 @@ func (p proc) String() string {
 	return fmt.Sprintf("pid %d ppid %d state %c comm %q", p.pid, p.ppid, p.state, p.comm)
 }
 
-// readProc parses /proc/<pid>/stat. comm may hold spaces and parentheses,
-// so the fields after it are found from the last ')'.
+// readProc reads pid's line of the process table.
 func readProc(pid int) (proc, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.Read(pid)
 	if err != nil {
 		return proc{}, err
 	}
-	open, close := bytes.IndexByte(data, '('), bytes.LastIndexByte(data, ')')
-	if open < 0 || close < open {
-		return proc{}, fmt.Errorf("parse /proc/%d/stat: %q", pid, data)
-	}
-	rest := strings.Fields(string(data[close+1:]))
-	if len(rest) < 2 || len(rest[0]) != 1 {
-		return proc{}, fmt.Errorf("parse /proc/%d/stat: %q", pid, data)
-	}
-	ppid, err := strconv.Atoi(rest[1])
-	if err != nil {
-		return proc{}, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
-	}
-	return proc{pid: pid, ppid: ppid, state: rest[0][0], comm: string(data[open+1 : close])}, nil
+	return fromProcfs(p), nil
+}
+
+func fromProcfs(p procfs.Proc) proc {
+	return proc{pid: p.Pid, ppid: p.PPid, state: p.State, comm: p.Comm}
 }
 
 // listProcs returns the process table. Processes that exit while it is read
 // are left out.
 func listProcs() []proc {
-	entries, _ := os.ReadDir("/proc")
 	var procs []proc
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if p, err := readProc(pid); err == nil {
-			procs = append(procs, p)
-		}
+	for _, p := range procfs.List() {
+		procs = append(procs, fromProcfs(p))
 	}
 	return procs
 }
 
 // exeOf returns the path /proc/<pid>/exe points to, without the " (deleted)"
 // the kernel appends once the file is gone; "" for zombies and kernel threads.
-func exeOf(pid int) string {
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSuffix(exe, " (deleted)")
-}
+func exeOf(pid int) string { return procfs.Exe(pid) }
 
 // cmdlineOf returns the arguments of pid.
 func cmdlineOf(pid int) []string {

@@ -2,12 +2,13 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/procfs"
 )
 
 // userHZ is the unit of the CPU times in /proc/PID/stat: USER_HZ, which
@@ -25,62 +26,31 @@ type procStat struct {
 	ticks uint64
 }
 
-// readStat parses /proc/PID/stat. comm may hold spaces and parentheses,
-// so the other fields are counted from the last ')'.
+func fromProcfs(p procfs.Proc) procStat {
+	return procStat{pid: p.Pid, ppid: p.PPid, state: p.State, comm: p.Comm, ticks: p.Ticks}
+}
+
+// readStat reads pid's line of the process table.
 func readStat(pid int) (procStat, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.Read(pid)
 	if err != nil {
 		return procStat{}, err
 	}
-	open, end := bytes.IndexByte(data, '('), bytes.LastIndexByte(data, ')')
-	if open < 0 || end < open {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat: %q", pid, data)
-	}
-	// After comm: state(3) ppid(4) ... utime(14) stime(15) cutime(16) cstime(17).
-	f := strings.Fields(string(data[end+1:]))
-	if len(f) < 15 || len(f[0]) != 1 {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat: %q", pid, data)
-	}
-	p := procStat{pid: pid, state: f[0][0], comm: string(data[open+1 : end])}
-	if p.ppid, err = strconv.Atoi(f[1]); err != nil {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
-	}
-	for _, s := range f[11:15] {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return procStat{}, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
-		}
-		p.ticks += uint64(n)
-	}
-	return p, nil
+	return fromProcfs(p), nil
 }
 
 // listProcs returns the process table, leaving out processes that exit
 // while it is read.
 func listProcs() []procStat {
-	entries, _ := os.ReadDir("/proc")
 	var procs []procStat
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if p, err := readStat(pid); err == nil {
-			procs = append(procs, p)
-		}
+	for _, p := range procfs.List() {
+		procs = append(procs, fromProcfs(p))
 	}
 	return procs
 }
 
-// exeOf is the target of /proc/PID/exe without the kernel's " (deleted)";
-// "" for zombies, kernel threads and gone processes.
-func exeOf(pid int) string {
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSuffix(exe, " (deleted)")
-}
+// exeOf is the target of /proc/PID/exe, "" for zombies and gone processes.
+func exeOf(pid int) string { return procfs.Exe(pid) }
 
 // shimPids returns the live processes running a binary from bin: this
 // run's shims and nothing else.
