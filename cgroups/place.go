@@ -1,5 +1,5 @@
-// Package cgroups places processes in cgroups and, from later issues on,
-// reads their stats and OOM events, on cgroup v1, hybrid and v2 hosts.
+// Package cgroups places processes in cgroups and reads containers'
+// stats (stats.go), on cgroup v1, hybrid and v2 hosts.
 package cgroups
 
 import (

@@ -37,6 +37,9 @@ type Init struct {
 	proc
 	cfg    InitConfig
 	engine Engine
+	// cgroups are the container's cgroup directories once Stats has
+	// asked the engine for them. Guarded by proc.mu.
+	cgroups map[string]string
 }
 
 // NewInit returns an init process that has not been created yet.

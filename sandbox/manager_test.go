@@ -323,6 +323,7 @@ func TestManagerUnknownID(t *testing.T) {
 		{"Pids", func() error { _, err := p.m.Pids(ctx, "nosuch"); return err }},
 		{"CloseIO", func() error { return p.m.CloseIO(ctx, "nosuch") }},
 		{"Connect", func() error { _, _, err := p.m.Connect(ctx, "nosuch"); return err }},
+		{"Stats", func() error { _, err := p.m.Stats(ctx, "nosuch"); return err }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

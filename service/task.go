@@ -45,7 +45,7 @@ func (t *Task) methods() map[string]ttrpc.Method {
 		"CloseIO":    method(t.CloseIO),
 		"Update":     method(t.Update),
 		"Wait":       method(t.Wait),
-		"Stats":      method(notImplemented[taskapi.StatsRequest]("stats")),
+		"Stats":      method(t.Stats),
 		"Connect":    method(t.Connect),
 		"Shutdown":   method(t.Shutdown),
 	}
@@ -267,6 +267,22 @@ func (t *Task) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.PidsR
 		resp.Processes = append(resp.Processes, info)
 	}
 	return resp, nil
+}
+
+// Stats returns a container's cgroup metrics as containerd-shim-runc-v2
+// does: an Any whose type URL is the message's full name
+// (io.containerd.cgroups.v1.Metrics or io.containerd.cgroups.v2.Metrics),
+// which is how containerd's typeurl names and decodes them.
+func (t *Task) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.StatsResponse, error) {
+	m, err := t.m.Stats(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	stats, err := anyOf(m)
+	if err != nil {
+		return nil, fmt.Errorf("stats %q: %w", r.ID, err)
+	}
+	return &taskapi.StatsResponse{Stats: stats}, nil
 }
 
 func (t *Task) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*emptypb.Empty, error) {

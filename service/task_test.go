@@ -180,7 +180,7 @@ const resourcesType = "types.containerd.io/opencontainers/runtime-spec/1/LinuxRe
 func TestTaskNotImplemented(t *testing.T) {
 	task, _ := newTestTask(t)
 	methods := task.methods()
-	for _, name := range []string{"Checkpoint", "Stats"} {
+	for _, name := range []string{"Checkpoint"} {
 		t.Run(name, func(t *testing.T) {
 			_, err := methods[name](context.Background(), noUnmarshal)
 			if got := status.Code(err); got != codes.Unimplemented {
@@ -232,6 +232,7 @@ func TestTaskRequestErrors(t *testing.T) {
 		{"ResizePty unknown", "ResizePty", &taskapi.ResizePtyRequest{ID: "nosuch", Width: 80, Height: 24}, codes.NotFound},
 		{"Pause unknown", "Pause", &taskapi.PauseRequest{ID: "nosuch"}, codes.NotFound},
 		{"Resume unknown", "Resume", &taskapi.ResumeRequest{ID: "nosuch"}, codes.NotFound},
+		{"Stats unknown", "Stats", &taskapi.StatsRequest{ID: "nosuch"}, codes.NotFound},
 		{"Update no resources", "Update", &taskapi.UpdateTaskRequest{ID: "nosuch"}, codes.InvalidArgument},
 		{"Update bad type", "Update", &taskapi.UpdateTaskRequest{ID: "nosuch", Resources: &anypb.Any{TypeUrl: "foo.Bar", Value: []byte("{}")}}, codes.InvalidArgument},
 		{"Update bad json", "Update", &taskapi.UpdateTaskRequest{ID: "nosuch", Resources: &anypb.Any{TypeUrl: resourcesType, Value: []byte("{")}}, codes.InvalidArgument},

@@ -1,0 +1,105 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/cgroups"
+)
+
+// CgroupEngine is an Engine that can say where a container's cgroups are,
+// for Stats. An Engine without it answers Stats with NotImplemented.
+type CgroupEngine interface {
+	Engine
+	// CgroupPaths returns the cgroup directories of container id, whose
+	// init process is pid, by v1 subsystem name, the key "" being its
+	// unified (v2) directory.
+	CgroupPaths(id string, pid int) (map[string]string, error)
+}
+
+var _ CgroupEngine = (*RuncEngine)(nil)
+
+// CgroupPaths returns the cgroup_paths runc recorded for id in its
+// state.json. A runtime that keeps no such record (crun) is answered from
+// /proc/<pid>/cgroup.
+func (e *RuncEngine) CgroupPaths(id string, pid int) (map[string]string, error) {
+	st, err := readRuncState(e.stateDir(id))
+	switch {
+	case err == nil:
+		if st.CgroupPaths == nil {
+			return map[string]string{}, nil
+		}
+		return st.CgroupPaths, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, err
+	}
+	root := e.cgroupRoot
+	if root == "" {
+		root = cgroups.DefaultRoot
+	}
+	return cgroups.ProcPaths(root, pid)
+}
+
+// Stats reads the container's cgroup metrics (see cgroups.Stats) while it
+// is created, running or paused.
+//
+// A stopped container is NotFound rather than FailedPrecondition: its
+// processes are gone and its cgroups are about to go with runc delete,
+// and containerd's task Metrics, which CRI's stats go through, skips a
+// task whose Stats is NotFound but logs every other error, on every scrape
+// (plugins/services/tasks/local.go, getTasksMetrics). A deleted one is
+// NotFound as any unknown id is.
+func (p *Init) Stats(ctx context.Context) (proto.Message, error) {
+	paths, err := p.cgroupPaths()
+	if err != nil {
+		return nil, fmt.Errorf("stats %q: %w", p.cfg.ID, err)
+	}
+	m, err := cgroups.Stats(paths)
+	if err != nil {
+		return nil, fmt.Errorf("stats %q: %w", p.cfg.ID, err)
+	}
+	return m, nil
+}
+
+// cgroupPaths returns where the container's cgroups are, asking the
+// engine once: they do not move while the container lives.
+func (p *Init) cgroupPaths() (map[string]string, error) {
+	p.mu.Lock()
+	st, pid, paths := p.state, p.pid, p.cgroups
+	p.mu.Unlock()
+	switch st {
+	case Created, Starting, Running, Pausing, Paused, Resuming:
+	default:
+		return nil, fmt.Errorf("container is %s: %w", st, errdefs.ErrNotFound)
+	}
+	if paths != nil {
+		return paths, nil
+	}
+	e, ok := p.engine.(CgroupEngine)
+	if !ok {
+		return nil, fmt.Errorf("the runtime does not say where its cgroups are: %w", errdefs.ErrNotImplemented)
+	}
+	// Paths read from /proc/<pid>/cgroup are the container's only if pid
+	// was still its init while they were read: the pidfd says so.
+	pidfd := p.dupPidfd()
+	if pidfd >= 0 {
+		defer unix.Close(pidfd)
+	}
+	paths, err := e.CgroupPaths(p.cfg.ID, pid)
+	if err != nil {
+		return nil, err
+	}
+	if pidfd >= 0 && unix.PidfdSendSignal(pidfd, 0, nil, 0) != nil {
+		return nil, fmt.Errorf("container has exited: %w", errdefs.ErrNotFound)
+	}
+	p.mu.Lock()
+	p.cgroups = paths
+	p.mu.Unlock()
+	return paths, nil
+}

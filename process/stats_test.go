@@ -1,0 +1,226 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/errdefs"
+	runc "github.com/containerd/go-runc"
+)
+
+// cgroupEngine is a fakeEngine that is also a CgroupEngine: paths answers
+// CgroupPaths, which it counts.
+type cgroupEngine struct {
+	*fakeEngine
+	paths func(id string, pid int) (map[string]string, error)
+
+	mu    sync.Mutex
+	asked int
+}
+
+func (e *cgroupEngine) CgroupPaths(id string, pid int) (map[string]string, error) {
+	e.mu.Lock()
+	e.asked++
+	e.mu.Unlock()
+	return e.paths(id, pid)
+}
+
+// v2Cgroup makes a fake v2 cgroup directory with a memory usage and two
+// pids, and returns runc's cgroup_paths for it.
+func v2Cgroup(t *testing.T) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range map[string]string{"memory.stat": "anon 4096\n", "memory.current": "4096\n", "pids.current": "2\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return map[string]string{"": dir}
+}
+
+func setState(p *Init, st State) {
+	p.mu.Lock()
+	p.state = st
+	p.mu.Unlock()
+}
+
+// TestInitStatsStates: every state of the container, with the class of
+// error each one gives.
+func TestInitStatsStates(t *testing.T) {
+	tests := []struct {
+		state   State
+		wantErr error
+	}{
+		{Created, nil},
+		{Starting, nil},
+		{Running, nil},
+		{Pausing, nil},
+		{Paused, nil},
+		{Resuming, nil},
+		{Stopped, errdefs.ErrNotFound},
+		{Deleting, errdefs.ErrNotFound},
+		{Deleted, errdefs.ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.state.String(), func(t *testing.T) {
+			paths := v2Cgroup(t)
+			eng := &cgroupEngine{fakeEngine: &fakeEngine{}, paths: func(string, int) (map[string]string, error) { return paths, nil }}
+			p, _ := createdInit(t, eng.fakeEngine)
+			p.engine = eng
+			setState(p, tt.state)
+			m, err := p.Stats(context.Background())
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.state.String()) {
+					t.Fatalf("Stats: got %v, want %v naming %s", err, tt.wantErr, tt.state)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Stats: %v", err)
+			}
+			s, ok := m.(*v2.Metrics)
+			if !ok || s.GetMemory().GetUsage() != 4096 || s.GetPids().GetCurrent() != 2 {
+				t.Errorf("Stats: got %T %v, want v2 metrics with usage 4096 and 2 pids", m, m)
+			}
+		})
+	}
+}
+
+func TestInitStatsErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		paths   func(*testing.T) func(string, int) (map[string]string, error)
+		wantErr error
+	}{
+		{
+			name: "engine fails",
+			paths: func(*testing.T) func(string, int) (map[string]string, error) {
+				return func(string, int) (map[string]string, error) { return nil, errors.New("state.json: bad") }
+			},
+		},
+		{
+			name: "no cgroups recorded",
+			paths: func(*testing.T) func(string, int) (map[string]string, error) {
+				return func(string, int) (map[string]string, error) { return map[string]string{}, nil }
+			},
+			wantErr: errdefs.ErrNotFound,
+		},
+		{
+			name: "cgroup removed",
+			paths: func(t *testing.T) func(string, int) (map[string]string, error) {
+				gone := map[string]string{"memory": filepath.Join(t.TempDir(), "gone")}
+				return func(string, int) (map[string]string, error) { return gone, nil }
+			},
+			wantErr: errdefs.ErrNotFound,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eng := &cgroupEngine{fakeEngine: &fakeEngine{}, paths: tt.paths(t)}
+			p, _ := createdInit(t, eng.fakeEngine)
+			p.engine = eng
+			_, err := p.Stats(context.Background())
+			if err == nil || (tt.wantErr != nil && !errors.Is(err, tt.wantErr)) || !strings.Contains(err.Error(), `"c1"`) {
+				t.Errorf("Stats: got %v, want an error naming c1 (class %v)", err, tt.wantErr)
+			}
+		})
+	}
+	t.Run("engine without cgroups", func(t *testing.T) {
+		p, _ := createdInit(t, &fakeEngine{})
+		if _, err := p.Stats(context.Background()); !errors.Is(err, errdefs.ErrNotImplemented) {
+			t.Errorf("Stats: got %v, want NotImplemented", err)
+		}
+	})
+	t.Run("init died while the paths were read", func(t *testing.T) {
+		eng := &cgroupEngine{fakeEngine: &fakeEngine{}}
+		p, child := createdInit(t, eng.fakeEngine)
+		eng.paths = func(string, int) (map[string]string, error) {
+			_ = child.Process.Kill()
+			_ = child.Wait() // reaped: the pid is free for reuse
+			return v2Cgroup(t), nil
+		}
+		p.engine = eng
+		if _, err := p.Stats(context.Background()); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("Stats: got %v, want NotFound", err)
+		}
+	})
+}
+
+// TestInitStatsAsksOnce: the cgroups of a container do not move, so the
+// engine (a state.json parse) is asked once, not on every scrape.
+func TestInitStatsAsksOnce(t *testing.T) {
+	paths := v2Cgroup(t)
+	eng := &cgroupEngine{fakeEngine: &fakeEngine{}, paths: func(string, int) (map[string]string, error) { return paths, nil }}
+	p, _ := createdInit(t, eng.fakeEngine)
+	p.engine = eng
+	for i := 0; i < 3; i++ {
+		if _, err := p.Stats(context.Background()); err != nil {
+			t.Fatalf("Stats %d: %v", i, err)
+		}
+	}
+	if eng.asked != 1 {
+		t.Errorf("CgroupPaths calls: got %d, want 1", eng.asked)
+	}
+}
+
+func TestRuncEngineCgroupPaths(t *testing.T) {
+	root := t.TempDir()
+	hybrid := map[string]string{"": "/sys/fs/cgroup/unified/default/c1", "memory": "/sys/fs/cgroup/memory/default/c1"}
+	fakeRuncState(t, root, "c1", stateJSON(hybrid, nil), false)
+	fakeRuncState(t, root, "nopaths", stateJSON(nil, nil), false)
+	if err := os.MkdirAll(filepath.Join(root, "bad"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "bad", "state.json"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cgroupRoot := t.TempDir()
+	e := &RuncEngine{Runc: &runc.Runc{Root: root}, cgroupRoot: cgroupRoot}
+
+	got, err := e.CgroupPaths("c1", 1)
+	if err != nil || !maps.Equal(got, hybrid) {
+		t.Errorf("CgroupPaths(c1): got %v, %v; want %v", got, err, hybrid)
+	}
+	if got, err := e.CgroupPaths("nopaths", 1); err != nil || got == nil || len(got) != 0 {
+		t.Errorf("CgroupPaths(nopaths): got %v, %v; want an empty map", got, err)
+	}
+	if _, err := e.CgroupPaths("bad", 1); err == nil {
+		t.Errorf("CgroupPaths(bad): got no error for a broken state.json")
+	}
+	// No runc state (crun): the process's own /proc/<pid>/cgroup, mapped
+	// under the engine's cgroup root.
+	got, err = e.CgroupPaths("crun", os.Getpid())
+	if err != nil {
+		t.Fatalf("CgroupPaths(crun): %v", err)
+	}
+	for k, v := range got {
+		if !strings.HasPrefix(v, cgroupRoot+"/") {
+			t.Errorf("CgroupPaths(crun): %q -> %q, want under %s", k, v, cgroupRoot)
+		}
+	}
+}
+
+// TestInitStatsV1: a v1 record gives v1 metrics.
+func TestInitStatsV1(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "memory.usage_in_bytes"), []byte("8192\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eng := &cgroupEngine{fakeEngine: &fakeEngine{}, paths: func(string, int) (map[string]string, error) {
+		return map[string]string{"memory": dir}, nil
+	}}
+	p, _ := createdInit(t, eng.fakeEngine)
+	p.engine = eng
+	m, err := p.Stats(context.Background())
+	if s, ok := m.(*v1.Metrics); err != nil || !ok || s.GetMemory().GetUsage().GetUsage() != 8192 {
+		t.Errorf("Stats: got %T %v, %v; want v1 metrics with usage 8192", m, m, err)
+	}
+}
