@@ -3,6 +3,8 @@ package tests
 import (
 	"fmt"
 	"strings"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/ctrd"
 )
 
 // daemonPaths are the private locations of one test daemon.
@@ -14,38 +16,13 @@ type daemonPaths struct {
 	opt          string // io.containerd.internal.v1.opt path
 }
 
-// disabledPlugins keeps each daemon to what the tests use: no CRI yet, no
-// NRI (its socket path is global and two daemons would fight over it), no
-// snapshotters but overlayfs and native.
-var disabledPlugins = map[int][]string{
-	2: {
-		"io.containerd.grpc.v1.cri",
-		"io.containerd.snapshotter.v1.aufs",
-		"io.containerd.snapshotter.v1.btrfs",
-		"io.containerd.snapshotter.v1.devmapper",
-		"io.containerd.snapshotter.v1.zfs",
-	},
-	3: {
-		"io.containerd.grpc.v1.cri",
-		"io.containerd.cri.v1.images",
-		"io.containerd.cri.v1.runtime",
-		"io.containerd.podsandbox.controller.v1.podsandbox",
-		"io.containerd.nri.v1.nri",
-		"io.containerd.snapshotter.v1.blockfile",
-		"io.containerd.snapshotter.v1.btrfs",
-		"io.containerd.snapshotter.v1.devmapper",
-		"io.containerd.snapshotter.v1.erofs",
-		"io.containerd.snapshotter.v1.zfs",
-	},
-}
-
 // daemonConfig renders config.toml for a config schema version: 2 is what
 // containerd 1.6 and 1.7 read, 3 what 2.0-2.2 write and 2.3+ still read
 // (2.4 migrates it to 4 in memory). The [grpc] and [ttrpc] sections are
 // top-level in both.
 func daemonConfig(schema int, p daemonPaths) (string, error) {
-	disabled, ok := disabledPlugins[schema]
-	if !ok {
+	disabled := ctrd.DisabledPlugins(schema)
+	if disabled == nil {
 		return "", fmt.Errorf("no config template for schema version %d", schema)
 	}
 	quoted := make([]string, len(disabled))

@@ -10,6 +10,8 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/ctrd"
 )
 
 // teardown stops the daemon and removes everything it made. It returns the
@@ -66,19 +68,7 @@ func (d *daemon) teardown() []string {
 // deleteAllContainers kills and deletes every task and container in the
 // namespace of ctx and returns their ids.
 func deleteAllContainers(ctx context.Context, c *client.Client) []string {
-	containers, err := c.Containers(ctx)
-	if err != nil {
-		return nil
-	}
-	var ids []string
-	for _, ctr := range containers {
-		ids = append(ids, ctr.ID())
-		if task, err := ctr.Task(ctx, nil); err == nil {
-			_, _ = task.Delete(ctx, client.WithProcessKill)
-		}
-		_ = ctr.Delete(ctx, client.WithSnapshotCleanup)
-	}
-	return ids
+	return ctrd.DeleteAll(ctx, c)
 }
 
 // pollShimsGone waits up to timeout for d's shims in namespace ns (all

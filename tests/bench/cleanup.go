@@ -12,8 +12,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/v2/client"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/ctrd"
 )
 
 // shimExitTimeout is how long a shim may take to exit once its last task
@@ -86,7 +87,7 @@ func (b *bench) teardown(r *reaper) []string {
 	var problems []string
 	if b.d != nil && b.d.client != nil {
 		ctx, cancel := context.WithTimeout(b.nsContext(context.Background()), time.Minute)
-		if ids := deleteContainers(ctx, b.d.client); len(ids) > 0 {
+		if ids := ctrd.DeleteAll(ctx, b.d.client); len(ids) > 0 {
 			problems = append(problems, fmt.Sprintf("deleted %d containers left behind: %v", len(ids), ids))
 		}
 		cancel()
@@ -124,24 +125,6 @@ func (b *bench) teardown(r *reaper) []string {
 		}
 	}
 	return problems
-}
-
-// deleteContainers kills and deletes every task and container in the
-// namespace of ctx and returns their ids.
-func deleteContainers(ctx context.Context, c *client.Client) []string {
-	containers, err := c.Containers(ctx)
-	if err != nil {
-		return nil
-	}
-	var ids []string
-	for _, ctr := range containers {
-		ids = append(ids, ctr.ID())
-		if t, err := ctr.Task(ctx, nil); err == nil {
-			_, _ = t.Delete(ctx, client.WithProcessKill)
-		}
-		_ = ctr.Delete(ctx, client.WithSnapshotCleanup)
-	}
-	return ids
 }
 
 // removeEmptyDirs removes dir and the directories below it, deepest first;

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/ctrd"
 )
 
 // daemon is the bench's private containerd: root, state, sockets, config
@@ -27,21 +29,6 @@ type daemon struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once cmd.Wait has returned
 	client *client.Client
-}
-
-// disabledPlugins keeps the daemon to what the bench uses: no CRI, no NRI
-// (its socket is global), only the overlayfs and native snapshotters.
-var disabledPlugins = []string{
-	"io.containerd.grpc.v1.cri",
-	"io.containerd.cri.v1.images",
-	"io.containerd.cri.v1.runtime",
-	"io.containerd.podsandbox.controller.v1.podsandbox",
-	"io.containerd.nri.v1.nri",
-	"io.containerd.snapshotter.v1.blockfile",
-	"io.containerd.snapshotter.v1.btrfs",
-	"io.containerd.snapshotter.v1.devmapper",
-	"io.containerd.snapshotter.v1.erofs",
-	"io.containerd.snapshotter.v1.zfs",
 }
 
 // startDaemon copies the shims into dir/bin, writes a config (schema 3)
@@ -95,8 +82,10 @@ func startDaemon(ctx context.Context, dir, containerdDir string, shims map[strin
 func (d *daemon) state() string { return filepath.Join(d.dir, "state") }
 
 func (d *daemon) config() string {
-	quoted := make([]string, len(disabledPlugins))
-	for i, p := range disabledPlugins {
+	// The bench's daemon is a 2.4.2 with a version 3 config.
+	disabled := ctrd.DisabledPlugins(3)
+	quoted := make([]string, len(disabled))
+	for i, p := range disabled {
 		quoted[i] = fmt.Sprintf("%q", p)
 	}
 	var b strings.Builder
