@@ -9,7 +9,11 @@
 #                                     which validates the suite itself) and
 #                                     per default daemon in
 #                                     $SHIM_TEST_CONTAINERDS (2.4.2 2.2 1.6;
-#                                     a few tests cover every daemon anyway)
+#                                     a few tests cover every daemon anyway;
+#                                     the CRI suite, cri_*_test.go, runs
+#                                     against a CRI-enabled private daemon
+#                                     of that version with the runtime
+#                                     table shipped in tests/cri)
 #
 # The end-to-end tests need root and what tests/install-deps.sh installs;
 # without root they skip. They use bin/containerd-shim-sandbox-v2 when it is

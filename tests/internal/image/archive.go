@@ -34,6 +34,17 @@ var DefaultEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 // index as io.containerd.image.name and, for its tag, as
 // org.opencontainers.image.ref.name. It returns the manifest descriptor.
 func WriteArchive(w io.Writer, rootfs, ref string) (ocispec.Descriptor, error) {
+	return WriteArchiveWithConfig(w, rootfs, ref, ocispec.ImageConfig{
+		Env:        DefaultEnv,
+		Cmd:        []string{"/bin/sh"},
+		WorkingDir: "/",
+	})
+}
+
+// WriteArchiveWithConfig is WriteArchive with cfg as the image's config
+// (entrypoint, command, environment), e.g. for a pause image whose
+// entrypoint is its only binary.
+func WriteArchiveWithConfig(w io.Writer, rootfs, ref string, cfg ocispec.ImageConfig) (ocispec.Descriptor, error) {
 	var layer bytes.Buffer
 	if err := writeLayer(&layer, rootfs); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("write layer of %s: %w", rootfs, err)
@@ -44,12 +55,8 @@ func WriteArchive(w io.Writer, rootfs, ref string) (ocispec.Descriptor, error) {
 	config, err := json.Marshal(ocispec.Image{
 		Created:  &epoch,
 		Platform: platform,
-		Config: ocispec.ImageConfig{
-			Env:        DefaultEnv,
-			Cmd:        []string{"/bin/sh"},
-			WorkingDir: "/",
-		},
-		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layerDesc.Digest}},
+		Config:   cfg,
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layerDesc.Digest}},
 	})
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("marshal image config: %w", err)

@@ -1,0 +1,443 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	nodev1 "k8s.io/api/node/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/image"
+)
+
+const (
+	// criNamespace is the containerd namespace the CRI plugin keeps
+	// everything in; images must be imported there.
+	criNamespace = "k8s.io"
+	// pauseImageRef is the pod sandbox image, built by the suite (never
+	// pulled) and named in the CRI config.
+	pauseImageRef = "localhost/shimtest/pause:1"
+	// noRegistry is where every registry host points: a closed port on
+	// loopback, so a pull the suite did not mean fails at once instead of
+	// leaving the machine.
+	noRegistry = "http://127.0.0.1:9"
+)
+
+// criConfigDir holds the files shipped for users (the CRI runtime tables
+// and the RuntimeClass); the suite loads them as they are.
+const criConfigDir = "cri"
+
+// criDaemon is a private containerd with the CRI plugin enabled: its own
+// root, state, sockets and config like every daemon of the suite (it is
+// registered in suite.daemons, so TestMain tears it down and reports its
+// leaks), plus the CRI clients, the handler read from the shipped
+// RuntimeClass and where pods' logs and cgroups go.
+type criDaemon struct {
+	*daemon
+	conn   *grpc.ClientConn
+	rt     runtimeapi.RuntimeServiceClient
+	images runtimeapi.ImageServiceClient
+	// handler is the runtime handler pods run with: the shipped one (from
+	// cri/runtimeclass.yaml), unless the shim refuses the runtime options
+	// CRI derives from the shipped table (see optionsGap).
+	handler string
+	// optionsGap, when not "", is why handler is defaultsHandler: the
+	// shipped handler's RunPodSandbox failed on its runtime options.
+	optionsGap string
+	logRoot    string // pods' log directories are made below it
+	// cgroupRoot is the cgroup parent of every pod of this run (a path
+	// below each v1 hierarchy's root); pods get a child of it each.
+	cgroupRoot string
+}
+
+// criSuite starts one CRI daemon per containerd version, on first use.
+var criSuite = struct {
+	mu    sync.Mutex
+	slots map[string]*criSlot // by daemonVersion.name; guarded by mu
+}{slots: map[string]*criSlot{}}
+
+type criSlot struct {
+	once sync.Once
+	d    *criDaemon
+	err  error
+}
+
+// criDaemonFor returns the CRI daemon of the version SHIM_TEST_CONTAINERD
+// names, starting it on first use.
+func criDaemonFor(t *testing.T) *criDaemon {
+	t.Helper()
+	requireRoot(t)
+	v := defaultDaemonVersion(t)
+	if why := v.missing(); why != "" {
+		t.Skip(why)
+	}
+	shim := shimUnderTest(t)
+	criSuite.mu.Lock()
+	slot, ok := criSuite.slots[v.name]
+	if !ok {
+		slot = &criSlot{}
+		criSuite.slots[v.name] = slot
+	}
+	criSuite.mu.Unlock()
+	slot.once.Do(func() {
+		archive := imageArchive(t)
+		slot.d, slot.err = startCRIDaemon(v, shim, archive)
+	})
+	if slot.err != nil {
+		t.Fatal(slot.err)
+	}
+	return slot.d
+}
+
+// startCRIDaemon starts containerd v with the CRI plugin, the shipped
+// runtime table (its runtime_type switched to the runtime under test) and
+// the local pause image as the sandbox image, imports both images and
+// waits until CRI reports the runtime ready and sees the images.
+func startCRIDaemon(v daemonVersion, shim string, busybox []byte) (cd *criDaemon, err error) {
+	dir, err := os.MkdirTemp("", "shimtest-cri-")
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{
+		version: v,
+		dir:     dir,
+		bin:     filepath.Join(dir, "bin"),
+		daemonPaths: daemonPaths{
+			root:         filepath.Join(dir, "root"),
+			state:        filepath.Join(dir, "state"),
+			address:      filepath.Join(dir, "containerd.sock"),
+			ttrpcAddress: filepath.Join(dir, "containerd.sock.ttrpc"),
+			opt:          filepath.Join(dir, "opt"),
+		},
+		configPath: filepath.Join(dir, "config.toml"),
+		logPath:    filepath.Join(dir, "containerd.log"),
+	}
+	// From here on TestMain's teardown stops it and reports what it left.
+	suite.mu.Lock()
+	suite.daemons["cri-"+v.name] = &daemonSlot{d: d}
+	suite.mu.Unlock()
+	cd = &criDaemon{
+		daemon:     d,
+		logRoot:    filepath.Join(dir, "pods"),
+		cgroupRoot: "/shimtest-cri-" + suite.runID,
+	}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("start containerd %s with CRI in %s: %w\n%s", v.name, dir, err, d.logTail(0, 16<<10))
+		}
+	}()
+	if cd.handler, err = runtimeClassHandler(filepath.Join(criConfigDir, "runtimeclass.yaml")); err != nil {
+		return cd, err
+	}
+	for _, p := range []string{d.bin, cd.logRoot, filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "net.d")} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return cd, err
+		}
+	}
+	if err := copyExecutable(v.runcShim(), filepath.Join(d.bin, shimBinaryName(runcRuntime))); err != nil {
+		return cd, err
+	}
+	if shim != "" {
+		if err := copyExecutable(shim, filepath.Join(d.bin, shimBinaryName(sandboxRuntime))); err != nil {
+			return cd, err
+		}
+	}
+	hostsDir, err := writeNoRegistryHosts(filepath.Join(dir, "certs.d"))
+	if err != nil {
+		return cd, err
+	}
+	cfg, err := criConfig(v, d.daemonPaths, dir, hostsDir)
+	if err != nil {
+		return cd, err
+	}
+	if err := os.WriteFile(d.configPath, []byte(cfg), 0o644); err != nil {
+		return cd, err
+	}
+	if err := d.launch(); err != nil {
+		return cd, err
+	}
+	cd.conn, err = grpc.NewClient("unix://"+d.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return cd, err
+	}
+	cd.rt = runtimeapi.NewRuntimeServiceClient(cd.conn)
+	cd.images = runtimeapi.NewImageServiceClient(cd.conn)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := cd.waitRuntimeReady(ctx); err != nil {
+		return cd, err
+	}
+	pause, err := pauseArchive()
+	if err != nil {
+		return cd, err
+	}
+	for _, img := range []struct {
+		ref     string
+		archive []byte
+	}{{imageRef, busybox}, {pauseImageRef, pause}} {
+		if err := cd.importImage(ctx, img.ref, img.archive); err != nil {
+			return cd, err
+		}
+	}
+	if err := cd.probeShippedHandler(ctx); err != nil {
+		return cd, err
+	}
+	return cd, nil
+}
+
+// defaultsHandler is a second runtime table the suite adds: the runtime
+// under test with no options table, so CRI passes no runtime options and
+// the shim uses its defaults (runc on PATH, cgroupfs: what the shipped
+// options say).
+const defaultsHandler = "sandbox-defaults"
+
+// probeShippedHandler runs one pod with the shipped handler. When this
+// shim refuses the runtime options CRI derives from the shipped table
+// (CRI sends runtimeoptions.v1.Options, the TOML table as ConfigBody, for
+// any runtime_type but io.containerd.runc.v2), the rest of the suite runs
+// with defaultsHandler and TestCRIShippedRuntimeOptions reports the gap;
+// with SHIM_TEST_STRICT=1 there is no fallback.
+func (cd *criDaemon) probeShippedHandler(ctx context.Context) error {
+	cfg := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "probe", Uid: "probe-" + suite.runID, Namespace: "shimtest-" + suite.runID},
+		LogDirectory: filepath.Join(cd.logRoot, "probe"),
+		Linux: &runtimeapi.LinuxPodSandboxConfig{
+			CgroupParent: cd.cgroupRoot + "/probe",
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+				NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
+			},
+		},
+	}
+	defer removeCgroupDirs(cfg.Linux.CgroupParent)
+	resp, err := cd.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: cd.handler})
+	if err == nil {
+		if _, err := cd.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: resp.PodSandboxId}); err != nil {
+			return fmt.Errorf("probe pod: StopPodSandbox: %w", err)
+		}
+		if _, err := cd.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId}); err != nil {
+			return fmt.Errorf("probe pod: RemovePodSandbox: %w", err)
+		}
+		return nil
+	}
+	if !isSandboxRuntime() || os.Getenv("SHIM_TEST_STRICT") == "1" || !strings.Contains(err.Error(), "runtime options of type") {
+		return fmt.Errorf("RunPodSandbox with the shipped handler %q: %w", cd.handler, err)
+	}
+	cd.optionsGap = fmt.Sprintf("RunPodSandbox with the shipped handler %q (options BinaryName, SystemdCgroup): %v", cd.handler, err)
+	cd.handler = defaultsHandler
+	return nil
+}
+
+// criConfig renders the daemon's config.toml: private paths, the CRI
+// settings the suite needs (streaming on loopback, the local pause image,
+// registries pointing nowhere, restrict_oom_score_adj since root here
+// lacks CAP_SYS_RESOURCE), then the shipped runtime table for v's schema,
+// verbatim except runtime_type, which names the runtime under test.
+func criConfig(v daemonVersion, p daemonPaths, dir, hostsDir string) (string, error) {
+	snippetFile := "containerd-2.x.toml"
+	if v.legacy() {
+		snippetFile = "containerd-1.6.toml"
+	}
+	snippet, err := runtimeSnippet(filepath.Join(criConfigDir, snippetFile), runtimeUnderTest())
+	if err != nil {
+		return "", err
+	}
+	cniBin, cniConf := filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "net.d")
+	var b strings.Builder
+	fmt.Fprintf(&b, "version = %d\n", v.configVersion)
+	fmt.Fprintf(&b, "root = %q\nstate = %q\n", p.root, p.state)
+	if v.legacy() {
+		fmt.Fprintf(&b, "disabled_plugins = [%q, %q, %q, %q]\n\n",
+			"io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+			"io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs")
+	} else {
+		// NRI's socket path is global: two daemons would fight over it.
+		fmt.Fprintf(&b, "disabled_plugins = [%q, %q, %q, %q, %q, %q]\n\n",
+			"io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.blockfile",
+			"io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
+			"io.containerd.snapshotter.v1.erofs", "io.containerd.snapshotter.v1.zfs")
+	}
+	fmt.Fprintf(&b, "[grpc]\n  address = %q\n\n[ttrpc]\n  address = %q\n\n", p.address, p.ttrpcAddress)
+	fmt.Fprintf(&b, "[debug]\n  level = \"debug\"\n\n[plugins]\n")
+	fmt.Fprintf(&b, "  [plugins.\"io.containerd.internal.v1.opt\"]\n    path = %q\n", p.opt)
+	if v.legacy() {
+		const cri = `plugins."io.containerd.grpc.v1.cri"`
+		fmt.Fprintf(&b, "  [%s]\n", cri)
+		fmt.Fprintf(&b, "    sandbox_image = %q\n", pauseImageRef)
+		fmt.Fprintf(&b, "    stream_server_address = \"127.0.0.1\"\n    stream_server_port = \"0\"\n")
+		fmt.Fprintf(&b, "    disable_tcp_service = true\n    restrict_oom_score_adj = true\n")
+		fmt.Fprintf(&b, "    [%s.cni]\n      bin_dir = %q\n      conf_dir = %q\n", cri, cniBin, cniConf)
+		fmt.Fprintf(&b, "    [%s.registry]\n      config_path = %q\n", cri, hostsDir)
+		fmt.Fprintf(&b, "    [%s.containerd]\n      snapshotter = %q\n", cri, snapshotter)
+		// 1.6 replaces its default runtimes map with the configured one
+		// and refuses to load when default_runtime_name ("runc") is not
+		// in it.
+		fmt.Fprintf(&b, "      [%s.containerd.runtimes.runc]\n        runtime_type = %q\n", cri, runcRuntime)
+	} else {
+		fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\"]\n")
+		fmt.Fprintf(&b, "    stream_server_address = \"127.0.0.1\"\n    stream_server_port = \"0\"\n")
+		fmt.Fprintf(&b, "    disable_tcp_service = true\n")
+		const images = `plugins."io.containerd.cri.v1.images"`
+		fmt.Fprintf(&b, "  [%s]\n    snapshotter = %q\n", images, snapshotter)
+		fmt.Fprintf(&b, "    [%s.pinned_images]\n      sandbox = %q\n", images, pauseImageRef)
+		fmt.Fprintf(&b, "    [%s.registry]\n      config_path = %q\n", images, hostsDir)
+		const rt = `plugins."io.containerd.cri.v1.runtime"`
+		fmt.Fprintf(&b, "  [%s]\n    restrict_oom_score_adj = true\n", rt)
+		fmt.Fprintf(&b, "    [%s.cni]\n      bin_dirs = [%q]\n      conf_dir = %q\n", rt, cniBin, cniConf)
+	}
+	b.WriteString("\n# ---- " + snippetFile + " (shipped in tests/cri) ----\n")
+	b.WriteString(snippet)
+	b.WriteString("\n# ---- the suite's fallback handler: no options ----\n")
+	fmt.Fprintf(&b, "[plugins.%q.containerd.runtimes.%s]\n  runtime_type = %q\n", criRuntimePlugin(v), defaultsHandler, runtimeUnderTest())
+	return b.String(), nil
+}
+
+// criRuntimePlugin is the plugin whose config holds the runtime tables.
+func criRuntimePlugin(v daemonVersion) string {
+	if v.legacy() {
+		return "io.containerd.grpc.v1.cri"
+	}
+	return "io.containerd.cri.v1.runtime"
+}
+
+// runtimeSnippet reads a shipped runtime table and points its
+// runtime_type at runtime, which must replace exactly one line.
+func runtimeSnippet(path, runtime string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	const line = `runtime_type = "io.containerd.sandbox.v2"`
+	if n := strings.Count(string(data), line); n != 1 {
+		return "", fmt.Errorf("%s: %d lines %q, want exactly one", path, n, line)
+	}
+	return strings.Replace(string(data), line, fmt.Sprintf("runtime_type = %q", runtime), 1), nil
+}
+
+// runtimeClassHandler parses the shipped RuntimeClass manifest and returns
+// its handler.
+func runtimeClassHandler(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	var rc nodev1.RuntimeClass
+	if err := yaml.UnmarshalStrict(data, &rc); err != nil {
+		return "", fmt.Errorf("parse %s: %w", path, err)
+	}
+	if rc.APIVersion != "node.k8s.io/v1" || rc.Kind != "RuntimeClass" || rc.Handler == "" {
+		return "", fmt.Errorf("%s: apiVersion %q kind %q handler %q, want a node.k8s.io/v1 RuntimeClass with a handler", path, rc.APIVersion, rc.Kind, rc.Handler)
+	}
+	return rc.Handler, nil
+}
+
+// writeNoRegistryHosts writes a hosts.toml for every registry the suite's
+// image names use, and for the default, pointing at noRegistry.
+func writeNoRegistryHosts(dir string) (string, error) {
+	hosts := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", noRegistry, noRegistry)
+	for _, h := range []string{"_default", "docker.io", "localhost", "registry.k8s.io"} {
+		if err := os.MkdirAll(filepath.Join(dir, h), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, h, "hosts.toml"), []byte(hosts), 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+// waitRuntimeReady polls CRI Status until RuntimeReady is true.
+func (cd *criDaemon) waitRuntimeReady(ctx context.Context) error {
+	var last string
+	for {
+		resp, err := cd.rt.Status(ctx, &runtimeapi.StatusRequest{})
+		if err == nil {
+			for _, c := range resp.GetStatus().GetConditions() {
+				if c.Type == runtimeapi.RuntimeReady && c.Status {
+					return nil
+				}
+			}
+			last = fmt.Sprint(resp.GetStatus())
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("CRI runtime not ready: %v (last: %s)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// importImage imports an OCI archive into the CRI namespace, unpacks it
+// for the CRI snapshotter and waits until CRI's image service knows ref
+// (it learns of images from containerd's events).
+func (cd *criDaemon) importImage(ctx context.Context, ref string, archive []byte) error {
+	ctx = namespaces.WithNamespace(ctx, criNamespace)
+	imgs, err := cd.client.Import(ctx, bytes.NewReader(archive))
+	if err != nil {
+		return fmt.Errorf("import %s: %w", ref, err)
+	}
+	if len(imgs) != 1 || imgs[0].Name != ref {
+		return fmt.Errorf("import %s: got %v, want one image %s", ref, imgs, ref)
+	}
+	if err := client.NewImage(cd.client, imgs[0]).Unpack(ctx, snapshotter); err != nil {
+		return fmt.Errorf("unpack %s with %s: %w", ref, snapshotter, err)
+	}
+	for {
+		resp, err := cd.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+		if err == nil && resp.GetImage() != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("CRI does not see imported image %s: %v (last: %v)", ref, ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// pauseArchive builds tests/cmd/pause (static) into a rootfs holding
+// only it and returns that image as an OCI archive named pauseImageRef.
+func pauseArchive() ([]byte, error) {
+	dir, err := os.MkdirTemp("", "shimtest-pause-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	rootfs := filepath.Join(dir, "rootfs")
+	for _, d := range []string{"dev", "proc", "sys", "etc"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	// go test runs in the package directory: the module root is its parent.
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(rootfs, "pause"), "./tests/cmd/pause")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build the pause binary (%s): %w\n%s", strings.Join(cmd.Args, " "), err, out)
+	}
+	var buf bytes.Buffer
+	if _, err := image.WriteArchiveWithConfig(&buf, rootfs, pauseImageRef, ocispec.ImageConfig{
+		Entrypoint: []string{"/pause"},
+		WorkingDir: "/",
+	}); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
