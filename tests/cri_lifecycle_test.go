@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -64,7 +65,7 @@ func TestCRIImagesLocal(t *testing.T) {
 			t.Errorf("ImageStatus %s = %v, %v; want the imported image", ref, resp.GetImage(), err)
 			continue
 		}
-		if !containsString(resp.GetImage().GetRepoTags(), ref) {
+		if !slices.Contains(resp.GetImage().GetRepoTags(), ref) {
 			t.Errorf("image %s: repo tags %v", ref, resp.GetImage().GetRepoTags())
 		}
 	}
@@ -165,15 +166,6 @@ func TestCRIStopGracePeriod(t *testing.T) {
 	e.removeContainer(exits)
 	e.removeContainer(ignores)
 	p.remove()
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TestCRIShippedRuntimeOptions: a pod runs with the shipped handler,

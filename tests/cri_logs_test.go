@@ -11,6 +11,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/image"
 )
 
 // criLogLine is one line of a CRI log file:
@@ -115,15 +117,21 @@ func TestCRIContainerLogs(t *testing.T) {
 	ended := time.Now()
 
 	lines := readCRILog(t, p.logPath("writer"))
-	var last time.Time
+	// stdout and stderr are copied by two goroutines into one file: order
+	// and timestamps hold within a stream, not across the two.
+	last := map[string]time.Time{}
+	var lastOut criLogLine
 	for i, l := range lines {
 		if l.ts.Before(began.Add(-time.Second)) || l.ts.After(ended.Add(time.Second)) {
 			t.Errorf("line %d: timestamp %v outside the container's run [%v, %v]", i+1, l.ts, began, ended)
 		}
-		if l.ts.Before(last) {
-			t.Errorf("line %d: timestamp %v before the previous line's %v", i+1, l.ts, last)
+		if l.ts.Before(last[l.stream]) {
+			t.Errorf("line %d: %s timestamp %v before the stream's previous line's %v", i+1, l.stream, l.ts, last[l.stream])
 		}
-		last = l.ts
+		last[l.stream] = l.ts
+		if l.stream == "stdout" {
+			lastOut = l
+		}
 	}
 	var parts []criLogLine
 	for _, l := range lines {
@@ -151,8 +159,8 @@ func TestCRIContainerLogs(t *testing.T) {
 	if want := []string{"err1", "err2"}; !slices.Equal(msgs["stderr"], want) {
 		t.Errorf("stderr messages = %q, want %q", msgs["stderr"], want)
 	}
-	if n := len(lines); n == 0 || lines[n-1].tag != string(runtimeapi.LogTagPartial) || lines[n-1].content != "tail-no-newline" {
-		t.Errorf("last line = %+v, want the unterminated output tagged P", lines[len(lines)-1])
+	if lastOut.tag != string(runtimeapi.LogTagPartial) || lastOut.content != "tail-no-newline" {
+		t.Errorf("last stdout line: tag %q content %q, want the unterminated output tagged P", lastOut.tag, lastOut.content)
 	}
 	e.removeContainer(id)
 	p.remove()
@@ -194,6 +202,56 @@ func TestCRIReopenContainerLog(t *testing.T) {
 	e.stopContainer(id, 0)
 	if _, err := e.d.rt.ReopenContainerLog(e.ctx, &runtimeapi.ReopenContainerLogRequest{ContainerId: id}); err == nil {
 		t.Errorf("ReopenContainerLog of a stopped container succeeded, want an error")
+	}
+	e.removeContainer(id)
+	p.remove()
+}
+
+// criLogBytes rebuilds what a stream carried from its CRI log lines: a P
+// line's content continues in the next, an F line ends with the newline
+// the logger split on.
+func criLogBytes(lines []criLogLine, stream string) []byte {
+	var b bytes.Buffer
+	for _, l := range lines {
+		if l.stream != stream {
+			continue
+		}
+		b.WriteString(l.content)
+		if l.tag == string(runtimeapi.LogTagFull) {
+			b.WriteByte('\n')
+		}
+	}
+	return b.Bytes()
+}
+
+// TestCRILogBytes: 1 MiB of arbitrary bytes on stdout and a different
+// 1 MiB on stderr, written at once, are in the CRI log byte-exact (but
+// for the CR of each CRLF, which CRI's logger drops) once the container
+// has exited: the shim hands the container's output to
+// containerd's fifos and the CRI logger writes all of it.
+func TestCRILogBytes(t *testing.T) {
+	e := newCRIEnv(t)
+	p := e.runPod("logbytes")
+	id := p.run("blobs", []string{"sh", "-c", fmt.Sprintf("cat %s & cat %s >&2; wait", image.StdoutBlob, image.StderrBlob)})
+	st := e.waitState(id, runtimeapi.ContainerState_CONTAINER_EXITED, time.Minute)
+	if st.ExitCode != 0 {
+		t.Errorf("exit code %d, want 0", st.ExitCode)
+	}
+	// The logger finishes a stream at EOF of its fifo, which can follow
+	// the exit by a moment.
+	for _, s := range []struct {
+		stream string
+		seed   uint64
+	}{{"stdout", 1}, {"stderr", 2}} {
+		// The logger reads with bufio.Reader.ReadLine, which takes "\r\n"
+		// as a line end as well: a CR before a LF is not logged.
+		want := bytes.ReplaceAll(image.Pattern(s.seed, image.BlobSize), []byte("\r\n"), []byte("\n"))
+		var got []byte
+		pollUntil(10*time.Second, func() bool {
+			got = criLogBytes(readCRILog(t, p.logPath("blobs")), s.stream)
+			return len(got) >= len(want)
+		})
+		assertBytes(t, s.stream+" in the CRI log", got, want)
 	}
 	e.removeContainer(id)
 	p.remove()
