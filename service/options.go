@@ -28,12 +28,19 @@ func runtimeOptions(a *anypb.Any, defaults process.RuntimeOptions) (process.Runt
 	return DecodeRuntimeOptions(a.TypeUrl, a.Value)
 }
 
-// DecodeRuntimeOptions decodes io.containerd.runc.v1.Options given as a
-// type URL and its bytes.
+// DecodeRuntimeOptions decodes runtime options given as a type URL and
+// its bytes: io.containerd.runc.v1.Options, which ctr and the client send,
+// or the runtimeoptions.v1.Options that containerd's CRI plugin sends a
+// runtime_type other than io.containerd.runc.v2, with the runtime table's
+// options section as TOML.
 func DecodeRuntimeOptions(typeURL string, value []byte) (process.RuntimeOptions, error) {
 	// containerd has sent both the bare name and a URL ending in /name.
-	if typeURL != runcOptionsType && !strings.HasSuffix(typeURL, "/"+runcOptionsType) {
-		return process.RuntimeOptions{}, fmt.Errorf("runtime options of type %q, want %q: %w", typeURL, runcOptionsType, errdefs.ErrInvalidArgument)
+	is := func(name string) bool { return typeURL == name || strings.HasSuffix(typeURL, "/"+name) }
+	if is(criOptionsType) {
+		return decodeCRIOptions(value)
+	}
+	if !is(runcOptionsType) {
+		return process.RuntimeOptions{}, fmt.Errorf("runtime options of type %q, want %q or %q: %w", typeURL, runcOptionsType, criOptionsType, errdefs.ErrInvalidArgument)
 	}
 	var o options.Options
 	if err := proto.Unmarshal(value, &o); err != nil {
