@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
@@ -25,6 +26,8 @@ type ExecConfig struct {
 	Namespace string
 	// Children starts logging binaries (binary:// stdout): the Reaper.
 	Children ChildStarter
+	// ReaderWait bounds the wait for an output fifo's reader.
+	ReaderWait time.Duration
 }
 
 // Exec is an extra process in a running container (task Exec). Unlike
@@ -73,11 +76,12 @@ func (p *Exec) Start(ctx context.Context) (int, error) {
 
 func (p *Exec) run(ctx context.Context) (int, *processIO, error) {
 	pio, err := openIO(ctx, p.cfg.Stdio, StreamEnv{
-		UID:       int(p.cfg.Options.IoUID),
-		GID:       int(p.cfg.Options.IoGID),
-		Namespace: p.cfg.Namespace,
-		ID:        p.cfg.ExecID,
-		Children:  p.cfg.Children,
+		UID:        int(p.cfg.Options.IoUID),
+		GID:        int(p.cfg.Options.IoGID),
+		Namespace:  p.cfg.Namespace,
+		ID:         p.cfg.ExecID,
+		Children:   p.cfg.Children,
+		ReaderWait: p.cfg.ReaderWait,
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("start %s: %w", p.name(), err)

@@ -13,6 +13,8 @@ import (
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/cgroups"
 )
 
 // InitConfig describes a container's init process.
@@ -28,6 +30,8 @@ type InitConfig struct {
 	Namespace string
 	// Children starts logging binaries (binary:// stdout): the Reaper.
 	Children ChildStarter
+	// ReaderWait bounds the wait for an output fifo's reader.
+	ReaderWait time.Duration
 }
 
 // Init is a container's init process: the container itself, as far as the
@@ -40,6 +44,9 @@ type Init struct {
 	// cgroups are the container's cgroup directories once Stats has
 	// asked the engine for them. Guarded by proc.mu.
 	cgroups map[string]string
+	// oom watches the container's memory cgroup from WatchOOM until
+	// Delete; guarded by proc.mu.
+	oom *cgroups.OOMWatch
 }
 
 // NewInit returns an init process that has not been created yet.
@@ -70,11 +77,12 @@ func (p *Init) Create(ctx context.Context) (_ int, retErr error) {
 		}
 	}()
 	pio, err := openIO(ctx, p.cfg.Stdio, StreamEnv{
-		UID:       int(p.cfg.Options.IoUID),
-		GID:       int(p.cfg.Options.IoGID),
-		Namespace: p.cfg.Namespace,
-		ID:        p.cfg.ID,
-		Children:  p.cfg.Children,
+		UID:        int(p.cfg.Options.IoUID),
+		GID:        int(p.cfg.Options.IoGID),
+		Namespace:  p.cfg.Namespace,
+		ID:         p.cfg.ID,
+		Children:   p.cfg.Children,
+		ReaderWait: p.cfg.ReaderWait,
 	})
 	if err != nil {
 		return 0, fmt.Errorf("create %q: %w", p.cfg.ID, err)
@@ -211,6 +219,8 @@ func (p *Init) Delete(ctx context.Context) (Status, error) {
 		p.mu.Unlock()
 		return Status{}, err
 	}
+	// Before the cgroups go: v1 signals the watch's eventfd on removal.
+	p.stopOOMWatch()
 	if err := p.runDelete(ctx, prev); err != nil {
 		return fail(err)
 	}

@@ -626,7 +626,7 @@ func TestInitCloseStdin(t *testing.T) {
 		p.SetExited(0, time.Now())
 		_, _ = p.Delete(context.Background())
 	}()
-	w := openFifoWriter(t, in)
+	w := openTestFifoWriter(t, in)
 	w.Close()
 	p.CloseStdin()
 	p.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -63,15 +64,18 @@ type processIO struct {
 
 	// tty is set for a terminal process (io_console.go).
 	tty *ttyIO
+	// readerWait bounds the wait for an output fifo's reader.
+	readerWait time.Duration
+
 	// logger is the binary:// logging process (io_logger.go), fileLog the
 	// file:// copy (io_file.go); at most one is set.
 	logger  *logger
 	fileLog *fileLog
 }
 
-// fifoSize is the pipe buffer asked for on an output fifo: the kernel's
-// default pipe-max-size, so that no privilege is needed.
-const fifoSize = 1 << 20
+// ReaderWait is how long the shim waits, opening an output fifo, for its
+// reader: containerd's, whose open is normally already waiting.
+const ReaderWait = 2 * time.Second
 
 // openIO opens the streams of one process.
 func openIO(ctx context.Context, s Stdio, env StreamEnv) (_ *processIO, retErr error) {
@@ -79,7 +83,7 @@ func openIO(ctx context.Context, s Stdio, env StreamEnv) (_ *processIO, retErr e
 	if err != nil {
 		return nil, err
 	}
-	p := &processIO{}
+	p := &processIO{readerWait: env.ReaderWait}
 	defer func() {
 		if retErr != nil {
 			p.Close()
@@ -127,7 +131,7 @@ func (p *processIO) openOutput(ctx context.Context, s Stdio, out output, env Str
 		return nil
 	}
 	if s.Stdout != "" {
-		w, err := p.openWriteEnd(s.Stdout, env.UID, env.GID)
+		w, err := p.openWriteEnd(ctx, s.Stdout, env.UID, env.GID)
 		if err != nil {
 			return fmt.Errorf("open stdout %q: %w", s.Stdout, err)
 		}
@@ -138,7 +142,7 @@ func (p *processIO) openOutput(ctx context.Context, s Stdio, out output, env Str
 	case s.Stderr == s.Stdout:
 		p.childStderr = p.childStdout
 	default:
-		w, err := p.openWriteEnd(s.Stderr, env.UID, env.GID)
+		w, err := p.openWriteEnd(ctx, s.Stderr, env.UID, env.GID)
 		if err != nil {
 			return fmt.Errorf("open stderr %q: %w", s.Stderr, err)
 		}
@@ -169,16 +173,17 @@ func (p *processIO) fillNull() error {
 }
 
 // openWriteEnd opens path for the container to write to. A fifo (created
-// if missing, as containerd's fifo package would) gets the keep-open read
-// end first, which also lets the O_WRONLY open succeed at once; anything
-// else (a file, /dev/null) is opened for appending.
+// if missing, as containerd's fifo package would) is opened for writing
+// once its reader is there (openFifoWriter), and only then gets the
+// shim's keep-open read end; anything else (a file, /dev/null) is opened
+// for appending.
 //
 // A fifo is handed to IoUid/IoGid when they are set: the container holds
 // it as its stdout, and a program that reopens /dev/stdout (or
 // /proc/self/fd/1) as that user needs the inode to be its own, as the
 // runc shim's pipes are. The fifo's directory stays containerd's, closed
 // to everyone else.
-func (p *processIO) openWriteEnd(path string, uid, gid int) (*os.File, error) {
+func (p *processIO) openWriteEnd(ctx context.Context, path string, uid, gid int) (*os.File, error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if err := unix.Mkfifo(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
@@ -192,21 +197,16 @@ func (p *processIO) openWriteEnd(path string, uid, gid int) (*os.File, error) {
 	if fi.Mode()&os.ModeNamedPipe == 0 {
 		return os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
 	}
+	wfd, err := openFifoWriter(ctx, path, p.readerWait)
+	if err != nil {
+		return nil, err
+	}
 	rfd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
+		unix.Close(wfd)
 		return nil, err
 	}
 	p.keepOpen = append(p.keepOpen, os.NewFile(uintptr(rfd), path))
-	wfd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	// A fifo holds 64 KiB: a container writing in large blocks then
-	// waits on containerd's reader every 64 KiB. A larger buffer lets
-	// both run at once; its pages are only allocated while filled. The
-	// kernel may refuse (pipe-max-size, a user's pipe page limit): the
-	// stream then works as before.
-	_, _ = unix.FcntlInt(uintptr(wfd), unix.F_SETPIPE_SZ, fifoSize)
 	w := os.NewFile(uintptr(wfd), path)
 	if uid != 0 || gid != 0 {
 		if err := w.Chown(uid, gid); err != nil {
@@ -215,6 +215,44 @@ func (p *processIO) openWriteEnd(path string, uid, gid int) (*os.File, error) {
 		}
 	}
 	return w, nil
+}
+
+// openFifoWriter opens the fifo for writing once containerd's reader has
+// it open. The order matters: containerd opens its end in the background
+// with a blocking open, which returns only when a writer arrives; had the
+// shim's own reader let the write end open first, a container that wrote
+// and exited before containerd's open began would leave that open waiting
+// for a writer that never comes, and its bytes unread (seen with 50
+// concurrent execs). A reader that does not come within readerWait
+// (StreamEnv.ReaderWait; zero: none) or ctx is not waited for: the stream is opened anyway, and its bytes stay
+// in the fifo for a late reader while the shim holds it.
+func openFifoWriter(ctx context.Context, path string, readerWait time.Duration) (int, error) {
+	deadline := time.Now().Add(readerWait)
+	for delay := 50 * time.Microsecond; ; delay = min(2*delay, 5*time.Millisecond) {
+		fd, err := unix.Open(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err == nil {
+			// The container writes with ordinary blocking writes.
+			if err := unix.SetNonblock(fd, false); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+			return fd, nil
+		}
+		if !errors.Is(err, unix.ENXIO) {
+			return -1, err
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(delay)
+	}
+	// No reader: open through a reader of our own, as before.
+	rfd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(rfd)
+	return unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 }
 
 func (p *processIO) openStdin(path string, uid, gid int) error {

@@ -69,7 +69,7 @@ func (p *processIO) openTerminalSink(ctx context.Context, s Stdio, out output, e
 	case toFile:
 		return openLogFile(out.path)
 	}
-	w, err := p.openWriteEnd(s.Stdout, 0, 0)
+	w, err := p.openWriteEnd(ctx, s.Stdout, 0, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open stdout %q: %w", s.Stdout, err)
 	}

@@ -34,6 +34,9 @@ type StreamEnv struct {
 	Namespace, ID string
 	// Children starts logging binaries; without it binary:// is refused.
 	Children ChildStarter
+	// ReaderWait bounds how long an output fifo waits for its reader
+	// before the container may write to it (ReaderWait in the shim).
+	ReaderWait time.Duration
 }
 
 const (

@@ -40,9 +40,9 @@ func openFifoReader(t *testing.T, path string) *os.File {
 	return f
 }
 
-// openFifoWriter opens the containerd side of the stdin fifo, polling
+// openTestFifoWriter opens the containerd side of the stdin fifo, polling
 // until the shim's reader is there (ENXIO until then).
-func openFifoWriter(t *testing.T, path string) *os.File {
+func openTestFifoWriter(t *testing.T, path string) *os.File {
 	t.Helper()
 	var f *os.File
 	waitFor(t, 10*time.Second, "a reader on "+path, func() bool {
@@ -323,7 +323,7 @@ func TestOpenIOStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pio.Close()
-	w := openFifoWriter(t, in)
+	w := openTestFifoWriter(t, in)
 	want := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB, twice a pipe
 	wrote := make(chan error, 1)
 	go func() {
@@ -340,7 +340,7 @@ func TestOpenIOStdin(t *testing.T) {
 	}
 	wantNoEOF(t, pio.childStdin)
 
-	w2 := openFifoWriter(t, in)
+	w2 := openTestFifoWriter(t, in)
 	if _, err := w2.Write([]byte("again")); err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +369,7 @@ func TestOpenIOCloseStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pio.Close()
-	w := openFifoWriter(t, in)
+	w := openTestFifoWriter(t, in)
 	if _, err := w.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -415,7 +415,7 @@ func TestOpenIOCloseWithWriterOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	openFifoWriter(t, in)
+	openTestFifoWriter(t, in)
 	closed := make(chan struct{})
 	go func() {
 		pio.Close()
@@ -529,25 +529,39 @@ func TestOpenIOStdinOwner(t *testing.T) {
 	}
 }
 
-// TestOpenIOFifoBuffer: an output fifo gets a 1 MiB buffer, so that a
-// container writing large blocks does not wait on containerd's reader
-// every 64 KiB (make bench: stdout throughput 1.8 -> 2.8 times the runc
-// shim's).
-func TestOpenIOFifoBuffer(t *testing.T) {
+// TestOpenIOWaitsForLateReader: containerd opens its reader of an output
+// fifo in the background; a fast process that wrote and exited before
+// that open began used to leave it waiting for a writer forever, its
+// bytes unread. With ReaderWait the write end opens only once the reader
+// is there, and the reader gets every byte and EOF.
+func TestOpenIOWaitsForLateReader(t *testing.T) {
 	checkNoLeaks(t)
-	dir := t.TempDir()
-	pio, err := openIO(context.Background(), Stdio{Stdout: mkfifo(t, dir, "out"), Stderr: mkfifo(t, dir, "err")}, StreamEnv{})
+	out := mkfifo(t, t.TempDir(), "out")
+	got := make(chan string, 1)
+	go func() {
+		// containerd's reader, late: a blocking open, then read to EOF.
+		time.Sleep(50 * time.Millisecond)
+		f, err := os.OpenFile(out, os.O_RDONLY, 0)
+		if err != nil {
+			got <- "open: " + err.Error()
+			return
+		}
+		defer f.Close()
+		data, _ := io.ReadAll(f)
+		got <- string(data)
+	}()
+	pio, err := openIO(context.Background(), Stdio{Stdout: out}, StreamEnv{ReaderWait: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pio.Close()
-	for name, f := range map[string]*os.File{"stdout": pio.childStdout, "stderr": pio.childStderr} {
-		size, err := unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0)
-		if err != nil {
-			t.Fatal(err)
+	runChild(t, pio, "/bin/sh", "-c", "echo fast")
+	pio.Close()
+	select {
+	case s := <-got:
+		if s != "fast\n" {
+			t.Errorf("reader got %q, want %q", s, "fast\n")
 		}
-		if size != fifoSize {
-			t.Errorf("%s fifo buffer = %d bytes, want %d", name, size, fifoSize)
-		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the late reader never got EOF: its open waits for a writer that is gone")
 	}
 }

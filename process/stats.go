@@ -47,14 +47,14 @@ func (e *RuncEngine) CgroupPaths(id string, pid int) (map[string]string, error) 
 }
 
 // Stats reads the container's cgroup metrics (see cgroups.Stats) while it
-// is created, running or paused.
-//
-// A stopped container is NotFound rather than FailedPrecondition: its
-// processes are gone and its cgroups are about to go with runc delete,
-// and containerd's task Metrics, which CRI's stats go through, skips a
-// task whose Stats is NotFound but logs every other error, on every scrape
-// (plugins/services/tasks/local.go, getTasksMetrics). A deleted one is
-// NotFound as any unknown id is.
+// is created, running, paused, or stopped and not yet deleted: its
+// cgroups stay until the delete, and containerd 2.x's CRI reads a
+// stopped container's memory OOM counter from them to tell an OOM kill
+// (its "OOMKilled" reason), as the runc shim answers it. A stopped
+// container whose cgroups were never looked up while it lived, or a
+// deleted one, is NotFound: containerd's task Metrics skips a NotFound
+// task quietly but logs every other error on every scrape
+// (plugins/services/tasks/local.go, getTasksMetrics).
 func (p *Init) Stats(ctx context.Context) (proto.Message, error) {
 	paths, err := p.cgroupPaths()
 	if err != nil {
@@ -67,14 +67,50 @@ func (p *Init) Stats(ctx context.Context) (proto.Message, error) {
 	return m, nil
 }
 
+// WatchOOM calls onKill each time the OOM killer kills a process of the
+// container, until the container is deleted. The caller publishes it as
+// TaskOOM, which containerd's CRI reports as the container's "OOMKilled".
+func (p *Init) WatchOOM(onKill func()) error {
+	paths, err := p.cgroupPaths()
+	if err != nil {
+		return fmt.Errorf("watch OOM of %q: %w", p.cfg.ID, err)
+	}
+	w, err := cgroups.WatchOOM(paths, onKill)
+	if err != nil {
+		return fmt.Errorf("watch OOM of %q: %w", p.cfg.ID, err)
+	}
+	p.mu.Lock()
+	if p.state == Deleting || p.state == Deleted || p.oom != nil {
+		p.mu.Unlock()
+		w.Close()
+		return nil
+	}
+	p.oom = w
+	p.mu.Unlock()
+	return nil
+}
+
+// stopOOMWatch ends the OOM watch, if any.
+func (p *Init) stopOOMWatch() {
+	p.mu.Lock()
+	w := p.oom
+	p.oom = nil
+	p.mu.Unlock()
+	if w != nil {
+		w.Close()
+	}
+}
+
 // cgroupPaths returns where the container's cgroups are, asking the
 // engine once: they do not move while the container lives.
 func (p *Init) cgroupPaths() (map[string]string, error) {
 	p.mu.Lock()
 	st, pid, paths := p.state, p.pid, p.cgroups
 	p.mu.Unlock()
-	switch st {
-	case Created, Starting, Running, Pausing, Paused, Resuming:
+	switch {
+	case st == Stopped && paths != nil:
+		return paths, nil
+	case st == Created, st == Starting, st == Running, st == Pausing, st == Paused, st == Resuming:
 	default:
 		return nil, fmt.Errorf("container is %s: %w", st, errdefs.ErrNotFound)
 	}

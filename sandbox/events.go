@@ -15,6 +15,7 @@ const (
 	TopicTaskStart  = "/tasks/start"
 	TopicTaskExit   = "/tasks/exit"
 	TopicTaskDelete = "/tasks/delete"
+	TopicTaskOOM    = "/tasks/oom"
 )
 
 // Publisher delivers one event to containerd.

@@ -66,6 +66,7 @@ func (m *Manager) Exec(ctx context.Context, req ExecRequest) error {
 		Options:     c.options,
 		Namespace:   m.namespace,
 		Children:    m.children(),
+		ReaderWait:  process.ReaderWait,
 	}, m.newEngine(c.options, c.bundle))
 	m.events.push(TopicTaskExecAdded, &eventstypes.TaskExecAdded{ContainerID: req.ContainerID, ExecID: req.ExecID})
 	return nil

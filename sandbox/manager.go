@@ -192,17 +192,28 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, c *container) (
 		return 0, fmt.Errorf("create %q: %w", req.ID, err)
 	}
 	p := process.NewInit(process.InitConfig{
-		ID:        req.ID,
-		Bundle:    req.Bundle,
-		Rootfs:    req.Rootfs,
-		Stdio:     req.Stdio,
-		Options:   req.Options,
-		Namespace: m.namespace,
-		Children:  m.children(),
+		ID:         req.ID,
+		Bundle:     req.Bundle,
+		Rootfs:     req.Rootfs,
+		Stdio:      req.Stdio,
+		Options:    req.Options,
+		Namespace:  m.namespace,
+		Children:   m.children(),
+		ReaderWait: process.ReaderWait,
 	}, m.newEngine(req.Options, req.Bundle))
 	pid, err := p.Create(ctx)
 	if err != nil {
 		return 0, err
+	}
+	if err := p.WatchOOM(func() { m.pushOOM(req.ID) }); err != nil {
+		// Without the watch an OOM kill is still an exit; only CRI's
+		// "OOMKilled" reason is lost.
+		entry := log.G(ctx).WithError(err).WithField("id", req.ID)
+		if errdefs.IsNotImplemented(err) {
+			entry.Debug("no OOM watch: the runtime does not say where its cgroups are")
+		} else {
+			entry.Warn("no OOM watch")
+		}
 	}
 	m.mu.Lock()
 	c.init = p
@@ -216,6 +227,14 @@ func (m *Manager) children() process.ChildStarter {
 		return nil
 	}
 	return m.reaper
+}
+
+// pushOOM publishes TaskOOM for a container the OOM killer reached; the
+// OOM watch calls it.
+func (m *Manager) pushOOM(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.events.push(TopicTaskOOM, &eventstypes.TaskOOM{ContainerID: id})
 }
 
 // takeEarlyExitLocked removes and returns the held exit of pid, if any.
