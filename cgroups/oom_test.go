@@ -1,0 +1,66 @@
+package cgroups
+
+import (
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestWatchOOMv2: on a (fake) unified cgroup, each rise of memory.events'
+// oom_kill calls back once; other changes of the file do not; Close
+// joins the goroutine. cgroup v2 cannot be booted on the test machine:
+// this is its only test. v1's eventfd needs a real memory cgroup and is
+// covered end to end (TestCRIOOMKilled).
+func TestWatchOOMv2(t *testing.T) {
+	dir := t.TempDir()
+	events := filepath.Join(dir, "memory.events")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(events, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
+	var kills atomic.Int32
+	w, err := WatchOOM(map[string]string{"": dir}, func() { kills.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitKills := func(want int32) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for kills.Load() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("kills = %d, want %d", kills.Load(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	write("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+	waitKills(1)
+	write("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n") // no new kill
+	write("low 0\nhigh 0\nmax 4\noom 3\noom_kill 3\n")
+	waitKills(3)
+	w.Close()
+	w.Close() // idempotent
+	if got := kills.Load(); got != 3 {
+		t.Errorf("kills = %d, want 3", got)
+	}
+}
+
+func TestWatchOOMMissing(t *testing.T) {
+	for name, paths := range map[string]map[string]string{
+		"no memory cgroup": {"cpu": "/sys/fs/cgroup/cpu/x"},
+		"v1 gone":          {"memory": filepath.Join(t.TempDir(), "gone")},
+		"v2 gone":          {"": filepath.Join(t.TempDir(), "gone")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if w, err := WatchOOM(paths, func() {}); err == nil {
+				w.Close()
+				t.Fatal("WatchOOM = nil, want an error")
+			}
+		})
+	}
+}
