@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -39,6 +40,49 @@ type RuncEngine struct {
 	*runc.Runc
 	// cgroupRoot is where every cgroup the shim may remove lives.
 	cgroupRoot string
+
+	mu sync.Mutex
+	// states caches runc's record of each container by id: what the
+	// shim reads of it (hooks, namespaces, cgroups) is fixed at create,
+	// so the OOM watch, the start and the delete parse state.json once.
+	// Guarded by mu; an entry goes with DeleteStopped or Delete.
+	states map[string]*runcState
+}
+
+// state returns runc's record of id, read once.
+func (e *RuncEngine) state(id string) (*runcState, error) {
+	e.mu.Lock()
+	st := e.states[id]
+	e.mu.Unlock()
+	if st != nil {
+		return st, nil
+	}
+	st, err := readRuncState(e.stateDir(id))
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.states == nil {
+		e.states = map[string]*runcState{}
+	}
+	e.states[id] = st
+	return st, nil
+}
+
+func (e *RuncEngine) forget(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.states, id)
+}
+
+// Delete runs the runtime's delete and forgets its record of id.
+func (e *RuncEngine) Delete(ctx context.Context, id string, opts *runc.DeleteOpts) error {
+	err := e.Runc.Delete(ctx, id, opts)
+	if err == nil {
+		e.forget(id)
+	}
+	return err
 }
 
 var _ DirectEngine = (*RuncEngine)(nil)
@@ -65,7 +109,7 @@ func (e *RuncEngine) Forgotten(id string) bool {
 // (which some runc versions run at start).
 func (e *RuncEngine) StartCreated(ctx context.Context, id string, pidfd int) (bool, error) {
 	dir := e.stateDir(id)
-	st, err := readRuncState(dir)
+	st, err := e.state(id)
 	if err != nil || !st.noHook("poststart") {
 		return false, nil
 	}
@@ -155,7 +199,7 @@ func (e *RuncEngine) DeleteStopped(ctx context.Context, id string) (bool, error)
 		return false, nil
 	}
 	dir := e.stateDir(id)
-	st, err := readRuncState(dir)
+	st, err := e.state(id)
 	if err != nil || !st.noHook("poststop") || !st.ownPidNamespace() || !st.plainCgroups() {
 		return false, nil
 	}
@@ -176,6 +220,7 @@ func (e *RuncEngine) DeleteStopped(ctx context.Context, id string) (bool, error)
 	if err := os.RemoveAll(dir); err != nil {
 		return false, nil
 	}
+	e.forget(id)
 	return true, nil
 }
 

@@ -29,7 +29,7 @@ var _ CgroupEngine = (*RuncEngine)(nil)
 // state.json. A runtime that keeps no such record (crun) is answered from
 // /proc/<pid>/cgroup.
 func (e *RuncEngine) CgroupPaths(id string, pid int) (map[string]string, error) {
-	st, err := readRuncState(e.stateDir(id))
+	st, err := e.state(id)
 	switch {
 	case err == nil:
 		if st.CgroupPaths == nil {
