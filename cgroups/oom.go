@@ -33,7 +33,7 @@ type OOMWatch struct {
 // else the unified directory ""). A kill counts only if the cgroup's
 // oom_kill counter went up: v1 also signals the eventfd when the cgroup
 // is removed, and v2 when memory.events changes for any reason.
-func WatchOOM(paths map[string]string, onKill func()) (*OOMWatch, error) {
+func WatchOOM(paths map[string]string, onKill func(kills uint64)) (*OOMWatch, error) {
 	if dir := paths["memory"]; dir != "" {
 		return watchV1(dir, onKill)
 	}
@@ -43,7 +43,7 @@ func WatchOOM(paths map[string]string, onKill func()) (*OOMWatch, error) {
 	return nil, fmt.Errorf("watch OOM: no memory cgroup: %w", os.ErrNotExist)
 }
 
-func watchV1(dir string, onKill func()) (_ *OOMWatch, retErr error) {
+func watchV1(dir string, onKill func(uint64)) (_ *OOMWatch, retErr error) {
 	control := filepath.Join(dir, "memory.oom_control")
 	ctl, err := os.Open(control)
 	if err != nil {
@@ -69,7 +69,7 @@ func watchV1(dir string, onKill func()) (_ *OOMWatch, retErr error) {
 	return w, nil
 }
 
-func watchV2(dir string, onKill func()) (*OOMWatch, error) {
+func watchV2(dir string, onKill func(uint64)) (*OOMWatch, error) {
 	events := filepath.Join(dir, "memory.events")
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
@@ -88,13 +88,15 @@ func watchV2(dir string, onKill func()) (*OOMWatch, error) {
 // start reads the kill counter now, before the caller lets the container
 // run, so that a kill right after start is not taken for the baseline;
 // then a goroutine waits for notifications until Close and calls onKill
-// once per rise of the counter.
-func (w *OOMWatch) start(kills func() (uint64, error), onKill func()) {
+// once per rise of the counter, with the counter's new value: the Manager
+// also reads the counter itself at the init's exit (OOMKills) and uses the
+// value to publish each kill once.
+func (w *OOMWatch) start(kills func() (uint64, error), onKill func(uint64)) {
 	last, _ := kills()
 	go w.run(last, kills, onKill)
 }
 
-func (w *OOMWatch) run(last uint64, kills func() (uint64, error), onKill func()) {
+func (w *OOMWatch) run(last uint64, kills func() (uint64, error), onKill func(uint64)) {
 	defer close(w.done)
 	buf := make([]byte, 4096)
 	for {
@@ -107,8 +109,9 @@ func (w *OOMWatch) run(last uint64, kills func() (uint64, error), onKill func())
 			// The cgroup is gone: nothing more will be killed in it.
 			return
 		}
-		for ; last < n; last++ {
-			onKill()
+		for last < n {
+			last++
+			onKill(last)
 		}
 	}
 }
@@ -122,6 +125,19 @@ func (w *OOMWatch) Close() {
 			w.ctl.Close()
 		}
 	})
+}
+
+// OOMKills reads the OOM killer's kill counter of the memory cgroup among
+// paths (v1's "memory", else the unified directory ""), as WatchOOM
+// watches it.
+func OOMKills(paths map[string]string) (uint64, error) {
+	if dir := paths["memory"]; dir != "" {
+		return oomKills(filepath.Join(dir, "memory.oom_control"), "oom_kill ")
+	}
+	if dir := paths[""]; dir != "" {
+		return oomKills(filepath.Join(dir, "memory.events"), "oom_kill ")
+	}
+	return 0, fmt.Errorf("OOM kills: no memory cgroup: %w", os.ErrNotExist)
 }
 
 // oomKills reads the counter after prefix ("oom_kill ") in a cgroup file

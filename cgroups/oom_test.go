@@ -24,7 +24,7 @@ func TestWatchOOMv2(t *testing.T) {
 	}
 	write("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
 	var kills atomic.Int32
-	w, err := WatchOOM(map[string]string{"": dir}, func() { kills.Add(1) })
+	w, err := WatchOOM(map[string]string{"": dir}, func(uint64) { kills.Add(1) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestWatchOOMMissing(t *testing.T) {
 		"v2 gone":          {"": filepath.Join(t.TempDir(), "gone")},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if w, err := WatchOOM(paths, func() {}); err == nil {
+			if w, err := WatchOOM(paths, func(uint64) {}); err == nil {
 				w.Close()
 				t.Fatal("WatchOOM = nil, want an error")
 			}

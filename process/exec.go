@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // ExecConfig describes an extra process run in a container.
@@ -66,10 +68,17 @@ func (p *Exec) Start(ctx context.Context) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
-		p.state = Created
+		// Nothing ran: the exec may be started again or deleted, as
+		// containerd's TestIssue10589 expects of a start refused by runc.
+		if merr := p.moveLocked(Created, "start "+p.name()); merr != nil {
+			return 0, errors.Join(err, merr)
+		}
 		return 0, err
 	}
-	p.state = Running
+	if err := p.moveLocked(Running, "start "+p.name()); err != nil {
+		pio.Close()
+		return 0, err
+	}
 	p.setPidLocked(pid, pio)
 	return pid, nil
 }
@@ -113,32 +122,27 @@ func (p *Exec) run(ctx context.Context) (int, *processIO, error) {
 	return pid, pio, nil
 }
 
-// Kill signals the exec process.
+// Kill signals the exec process: NotFound once it has exited,
+// FailedPrecondition before it was started.
 func (p *Exec) Kill(ctx context.Context, sig int) error {
-	if sent, err := p.signal(sig); sent || err != nil {
+	if sent, err := p.signal(sig, p.name()); sent || err != nil {
 		return err
 	}
-	switch st := p.Status().State; st {
-	case Created:
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch st := p.state; {
+	case st == Created || st == Starting:
 		return fmt.Errorf("kill %s: not started: %w", p.name(), errdefs.ErrFailedPrecondition)
-	case Stopped:
-		return stoppedKill(p.cfg.ExecID, sig)
-	case Deleting, Deleted:
-		return fmt.Errorf("kill %s: %w", p.name(), errdefs.ErrNotFound)
+	case !st.live() || !p.exitedAt.IsZero():
+		return errFinished(p.name())
 	}
 	// Running without a pidfd (the kernel refused one): signal by pid, as
 	// the runc shim always does. The window in which the pid is reaped and
 	// reused before the exit is recorded is the runc shim's too.
-	return p.killByPid(sig)
-}
-
-func (p *Exec) killByPid(sig int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.state != Running {
-		return nil
-	}
-	if err := syscallKill(p.pid, sig); err != nil {
+	if err := unix.Kill(p.pid, unix.Signal(sig)); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return errFinished(p.name())
+		}
 		return fmt.Errorf("kill %s: %w", p.name(), err)
 	}
 	return nil
@@ -153,7 +157,8 @@ func (p *Exec) Delete(ctx context.Context) (Status, error) {
 	}
 	pio := p.io
 	p.io = nil
-	p.state = Deleted
+	// Deleting -> Deleted is always allowed.
+	_ = p.moveLocked(Deleted, "delete "+p.name())
 	st := p.statusLocked()
 	p.mu.Unlock()
 	if pio != nil {

@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -32,6 +33,11 @@ type InitConfig struct {
 	Children ChildStarter
 	// ReaderWait bounds the wait for an output fifo's reader.
 	ReaderWait time.Duration
+	// SharedPidNamespace is set when the spec gives the container no PID
+	// namespace of its own (it joins another's, or the host's): its
+	// processes do not die with its init, so a SIGKILL and the init's
+	// exit must reach every process in its cgroup.
+	SharedPidNamespace bool
 }
 
 // Init is a container's init process: the container itself, as far as the
@@ -53,6 +59,7 @@ type Init struct {
 func NewInit(cfg InitConfig, engine Engine) *Init {
 	p := &Init{cfg: cfg, engine: engine}
 	p.proc.init(cfg.ID, cfg.Bundle, cfg.Stdio)
+	p.state = Creating
 	return p
 }
 
@@ -113,7 +120,10 @@ func (p *Init) Create(ctx context.Context) (_ int, retErr error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.state = Created
+	if err := p.moveLocked(Created, "create"); err != nil {
+		pio.Close()
+		return 0, err
+	}
 	// The process is blocked in runc init until start, so the pid cannot
 	// have been reused yet.
 	p.setPidLocked(pid, pio)
@@ -149,11 +159,13 @@ func (p *Init) Start(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
-		p.state = Created
-		return runtimeError(err, p.logPath(), "start "+strconv.Quote(p.cfg.ID))
+		err = runtimeError(err, p.logPath(), "start "+strconv.Quote(p.cfg.ID))
+		if merr := p.moveLocked(Created, "start"); merr != nil {
+			return errors.Join(err, merr)
+		}
+		return err
 	}
-	p.state = Running
-	return nil
+	return p.moveLocked(Running, "start")
 }
 
 // runStart starts the created container: directly when the engine can and
@@ -172,26 +184,50 @@ func (p *Init) runStart(ctx context.Context) error {
 	return p.engine.Start(ctx, p.cfg.ID)
 }
 
-// Kill signals the container. all signals every process in it (runtime
-// kill --all); otherwise only the init process, through its pidfd when we
-// have one, so a recycled pid can never be hit.
+// Kill signals the container, answering as the runc shim does:
+//
+//   - a process that has exited (or a container the runtime no longer
+//     has) is NotFound, "process already finished", whatever the signal;
+//   - all reaches every process of the container (runtime kill --all),
+//     and so does SIGKILL of a container without its own PID namespace,
+//     whose other processes would outlive its init;
+//   - SIGKILL of a frozen container goes through the runtime, which thaws
+//     it after the signal (runc PR 3217): on cgroup v1 a frozen task does
+//     not die until thawed;
+//   - anything else goes to the init process through its pidfd, so a
+//     recycled pid can never be hit.
 func (p *Init) Kill(ctx context.Context, sig int, all bool) error {
-	if !all {
-		if sent, err := p.signal(sig); sent || err != nil {
+	p.mu.Lock()
+	st, exited := p.state, !p.exitedAt.IsZero()
+	p.mu.Unlock()
+	switch {
+	case st == Deleting || st == Deleted || st == Creating:
+		return fmt.Errorf("kill %q: %w", p.cfg.ID, errdefs.ErrNotFound)
+	case (exited || !st.live()) && !all:
+		return errFinished(strconv.Quote(p.cfg.ID))
+	}
+	if sig == int(unix.SIGKILL) && p.cfg.SharedPidNamespace {
+		all = true
+	}
+	if !all && !(sig == int(unix.SIGKILL) && st.frozen()) {
+		if sent, err := p.signal(sig, strconv.Quote(p.cfg.ID)); sent || err != nil {
 			return err
 		}
 	}
-	switch st := p.Status().State; st {
-	case Deleting, Deleted:
-		return fmt.Errorf("kill %q: %w", p.cfg.ID, errdefs.ErrNotFound)
-	case Stopped:
-		if !all {
-			return stoppedKill(p.cfg.ID, sig)
-		}
-	}
+	return p.runtimeKill(ctx, sig, all)
+}
+
+// KillAll sends SIGKILL to every process left in the container's
+// cgroups, as the runc shim does when the init of a container without
+// its own PID namespace exits.
+func (p *Init) KillAll(ctx context.Context) error {
+	return p.runtimeKill(ctx, int(unix.SIGKILL), true)
+}
+
+func (p *Init) runtimeKill(ctx context.Context, sig int, all bool) error {
 	if err := p.engine.Kill(ctx, p.cfg.ID, sig, &runc.KillOpts{All: all}); err != nil {
 		if isRuntimeNotFound(err) {
-			return nil
+			return fmt.Errorf("kill %q: process already finished: %v: %w", p.cfg.ID, err, errdefs.ErrNotFound)
 		}
 		return runtimeError(err, p.logPath(), "kill "+strconv.Quote(p.cfg.ID))
 	}
@@ -215,8 +251,17 @@ func (p *Init) Delete(ctx context.Context) (Status, error) {
 	}
 	fail := func(err error) (Status, error) {
 		p.mu.Lock()
-		p.state = prev
-		p.mu.Unlock()
+		defer p.mu.Unlock()
+		// A process whose exit is recorded (before the delete, or caused
+		// by it) is Stopped, never Created again: Start must not revive
+		// a dead container.
+		back := prev
+		if !p.exitedAt.IsZero() {
+			back = Stopped
+		}
+		if merr := p.moveLocked(back, "delete"); merr != nil {
+			return Status{}, errors.Join(err, merr)
+		}
 		return Status{}, err
 	}
 	// Before the cgroups go: v1 signals the watch's eventfd on removal.
@@ -240,7 +285,8 @@ func (p *Init) Delete(ctx context.Context) (Status, error) {
 	p.mu.Lock()
 	pio := p.io
 	p.io = nil
-	p.state = Deleted
+	// Deleting -> Deleted is always allowed.
+	_ = p.moveLocked(Deleted, "delete")
 	if p.exitedAt.IsZero() {
 		// The reaper never brought the exit: report the SIGKILL runc sent.
 		p.recordExitLocked(KilledStatus, time.Now())
@@ -297,7 +343,7 @@ func (p *Init) Resume(ctx context.Context) error {
 // exited meanwhile stays Stopped.
 func (p *Init) freeze(ctx context.Context, op string, before, during, after State, call func(context.Context, string) error) error {
 	p.mu.Lock()
-	err := transition(&p.state, during, op, p.cfg.ID)
+	err := p.moveLocked(during, op)
 	p.mu.Unlock()
 	if err != nil {
 		return err
@@ -305,16 +351,21 @@ func (p *Init) freeze(ctx context.Context, op string, before, during, after Stat
 	err = call(ctx, p.cfg.ID)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err != nil {
-		if p.state == during {
-			_ = transition(&p.state, before, op, p.cfg.ID)
+	if p.state != during {
+		// Stopped: the exit won.
+		if err != nil {
+			return runtimeError(err, p.logPath(), op+" "+strconv.Quote(p.cfg.ID))
 		}
-		return runtimeError(err, p.logPath(), op+" "+strconv.Quote(p.cfg.ID))
+		return nil
 	}
-	if p.state == during {
-		_ = transition(&p.state, after, op, p.cfg.ID)
+	if err != nil {
+		err = runtimeError(err, p.logPath(), op+" "+strconv.Quote(p.cfg.ID))
+		if merr := p.moveLocked(before, op); merr != nil {
+			return errors.Join(err, merr)
+		}
+		return err
 	}
-	return nil
+	return p.moveLocked(after, op)
 }
 
 // Pids lists the processes in the container.

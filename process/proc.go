@@ -81,18 +81,30 @@ func (p *proc) dupPidfd() int {
 	return fd
 }
 
+// moveLocked moves the process to next through the transition table; it
+// is the one place a state changes.
+func (p *proc) moveLocked(next State, op string) error {
+	return transition(&p.state, next, op, p.id)
+}
+
 // SetExited records the process's exit, reported by the reaper. It moves
 // the process to Stopped (a Deleting process keeps its state: the delete
 // itself caused the exit) and wakes Wait callers. A second exit for the
-// same process is ignored.
+// same process is ignored, and so is one for a process already deleted
+// (its delete recorded the exit it reported).
 func (p *proc) SetExited(status int, at time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.exitedAt.IsZero() {
 		return
 	}
-	if p.state != Deleting {
-		_ = transition(&p.state, Stopped, "exit", p.id)
+	switch {
+	case p.state == Deleting:
+	case p.state.live():
+		// Every live state may become Stopped (state.go).
+		_ = p.moveLocked(Stopped, "exit")
+	default:
+		return
 	}
 	p.recordExitLocked(status, at)
 }
@@ -108,34 +120,46 @@ func (p *proc) recordExitLocked(status int, at time.Time) {
 	close(p.exited)
 }
 
+// errFinished is what a signal to a process that has exited returns, as
+// the runc shim answers it: containerd and its clients (CRI's
+// StopContainer, ctr task kill) take NotFound for "already gone".
+func errFinished(name string) error {
+	return fmt.Errorf("kill %s: process already finished: %w", name, errdefs.ErrNotFound)
+}
+
 // signal sends sig through the pidfd while the process is alive. sent is
 // false when there is no pidfd to use (not started, exited, or none was
-// granted) and the caller must decide.
-func (p *proc) signal(sig int) (sent bool, err error) {
+// granted) and the caller must decide. A process that has died but whose
+// exit is not recorded yet (a zombie, or reaped with its exit on the way
+// to the Manager) is finished: that is errFinished, as runc's own kill
+// says of a zombie ("container not running").
+func (p *proc) signal(sig int, name string) (sent bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.pidfd < 0 {
+	if p.pidfd < 0 || !p.state.live() {
 		return false, nil
 	}
-	switch p.state {
-	case Created, Starting, Running, Pausing, Paused, Resuming:
-	default:
-		return false, nil
+	if zombie(p.pidfd) {
+		return true, errFinished(name)
 	}
-	if err := unix.PidfdSendSignal(p.pidfd, unix.Signal(sig), nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-		return true, fmt.Errorf("kill %q: %w", p.id, err)
+	if err := unix.PidfdSendSignal(p.pidfd, unix.Signal(sig), nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			// Reaped already; the exit is on its way.
+			return true, errFinished(name)
+		}
+		return true, fmt.Errorf("kill %s: %w", name, err)
 	}
-	// ESRCH: it has just died and its exit is on the way.
 	return true, nil
 }
 
-// stoppedKill is Kill on a stopped process: stopping it again is done, as
-// gVisor's shim agrees; any other signal has nobody to reach.
-func stoppedKill(id string, sig int) error {
-	if sig == int(unix.SIGKILL) || sig == int(unix.SIGTERM) {
-		return nil
-	}
-	return fmt.Errorf("kill %q: process already finished: %w", id, errdefs.ErrNotFound)
+// zombie reports whether the process behind pidfd has exited and waits to
+// be reaped. It does not reap it (WNOWAIT): that stays the reaper's job.
+// A process that is not the shim's child cannot be asked and counts as
+// alive; a reaped one makes the signal fail with ESRCH instead.
+func zombie(pidfd int) bool {
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PIDFD, pidfd, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	return err == nil && info.Signo == int32(unix.SIGCHLD)
 }
 
 // CloseStdin closes the process's stdin (CloseIO).
@@ -176,14 +200,6 @@ func (p *proc) statusLocked() Status {
 		ExitedAt:   p.exitedAt,
 		Stdio:      p.stdio,
 	}
-}
-
-func syscallKill(pid, sig int) error {
-	err := unix.Kill(pid, unix.Signal(sig))
-	if errors.Is(err, unix.ESRCH) {
-		return nil
-	}
-	return err
 }
 
 // CloseAllIO closes the process's streams whatever its state, for a

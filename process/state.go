@@ -23,6 +23,9 @@ const (
 	Pausing
 	Paused
 	Resuming
+	// Creating is an init process before its runtime create has returned;
+	// nothing outside the Manager sees it.
+	Creating
 )
 
 func (s State) String() string {
@@ -45,6 +48,8 @@ func (s State) String() string {
 		return "paused"
 	case Resuming:
 		return "resuming"
+	case Creating:
+		return "creating"
 	}
 	return fmt.Sprintf("state(%d)", int(s))
 }
@@ -53,6 +58,8 @@ func (s State) String() string {
 // through transition, which consults it.
 func allowed(from, to State) bool {
 	switch from {
+	case Creating:
+		return to == Created
 	case Created:
 		// Stopped: the process died (killed, or runc init failed) before Start.
 		return to == Starting || to == Stopped || to == Deleting
@@ -74,18 +81,38 @@ func allowed(from, to State) bool {
 	case Stopped:
 		return to == Deleting
 	case Deleting:
-		// Back to Created or Stopped when the delete failed and may be retried.
+		// Back to Created or Stopped when the delete failed and may be
+		// retried: Stopped whenever the exit has been recorded, so a dead
+		// process never goes back to Created and on to Start.
 		return to == Deleted || to == Created || to == Stopped
 	}
 	return false
 }
 
 // transition moves *cur to next or explains why it cannot. op names the
-// operation for the error message.
+// operation for the error message. It is the only code that writes a
+// process's state (through proc.moveLocked).
 func transition(cur *State, next State, op, id string) error {
 	if !allowed(*cur, next) {
 		return fmt.Errorf("%s %q: process is %s, cannot become %s: %w", op, id, *cur, next, errdefs.ErrFailedPrecondition)
 	}
 	*cur = next
 	return nil
+}
+
+// live reports whether a process in state s may still be running: it has
+// a pid and has not been seen to exit.
+func (s State) live() bool {
+	switch s {
+	case Created, Starting, Running, Pausing, Paused, Resuming:
+		return true
+	}
+	return false
+}
+
+// frozen reports whether the container's processes may be frozen by the
+// cgroup freezer: a signal other than SIGKILL waits for the thaw, and on
+// cgroup v1 even SIGKILL does until the runtime thaws (runc PR 3217).
+func (s State) frozen() bool {
+	return s == Pausing || s == Paused || s == Resuming
 }

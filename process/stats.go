@@ -67,10 +67,11 @@ func (p *Init) Stats(ctx context.Context) (proto.Message, error) {
 	return m, nil
 }
 
-// WatchOOM calls onKill each time the OOM killer kills a process of the
-// container, until the container is deleted. The caller publishes it as
-// TaskOOM, which containerd's CRI reports as the container's "OOMKilled".
-func (p *Init) WatchOOM(onKill func()) error {
+// WatchOOM calls onKill, with the cgroup's kill counter, each time the OOM
+// killer kills a process of the container, until the container is
+// deleted. The caller publishes it as TaskOOM, which containerd's CRI
+// reports as the container's "OOMKilled".
+func (p *Init) WatchOOM(onKill func(kills uint64)) error {
 	paths, err := p.cgroupPaths()
 	if err != nil {
 		return fmt.Errorf("watch OOM of %q: %w", p.cfg.ID, err)
@@ -88,6 +89,20 @@ func (p *Init) WatchOOM(onKill func()) error {
 	p.oom = w
 	p.mu.Unlock()
 	return nil
+}
+
+// OOMKills reads the container's OOM kill counter now. The Manager calls
+// it when the init exits, before it publishes TaskExit: the watch's
+// notification may still be on its way, and containerd before 2.3 decides
+// "OOMKilled" when the exit arrives (containerd PR 12714).
+func (p *Init) OOMKills() (uint64, error) {
+	p.mu.Lock()
+	paths := p.cgroups
+	p.mu.Unlock()
+	if paths == nil {
+		return 0, fmt.Errorf("OOM kills of %q: cgroups not known: %w", p.cfg.ID, errdefs.ErrNotFound)
+	}
+	return cgroups.OOMKills(paths)
 }
 
 // stopOOMWatch ends the OOM watch, if any.

@@ -19,12 +19,6 @@ const (
 	TopicTaskExecStarted = "/tasks/exec-started"
 )
 
-// execEntry is a live exec process, for matching its exit.
-type execEntry struct {
-	containerID string
-	p           *process.Exec
-}
-
 // ExecRequest is an extra process to run in a container.
 type ExecRequest struct {
 	ContainerID string
@@ -45,15 +39,21 @@ func (m *Manager) Exec(ctx context.Context, req ExecRequest) error {
 	if err := validateStdio(req.Stdio); err != nil {
 		return fmt.Errorf("exec %q in %q: %w", req.ExecID, req.ContainerID, err)
 	}
-	c, err := m.lookup(req.ContainerID, "exec")
-	if err != nil {
-		return err
-	}
-	if st := c.init.Status().State; st != process.Running {
-		return fmt.Errorf("exec %q in %q: container is %s: %w", req.ExecID, req.ContainerID, st, errdefs.ErrFailedPrecondition)
-	}
+	// The container's state is checked and the exec recorded under one
+	// lock: a delete in between would otherwise leave an exec in a
+	// container that is gone (or write to its cleared map).
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	c, ok := m.containers[req.ContainerID]
+	if !ok || c.init == nil || c.execs == nil {
+		return fmt.Errorf("exec %q in %q: %w", req.ExecID, req.ContainerID, errdefs.ErrNotFound)
+	}
+	// An init whose exit is held for its execs (exits.go rule 3) is still
+	// running here, as in the runc shim: an exec may be created, and its
+	// start is refused.
+	if st := c.init.Status().State; st != process.Running && st != process.Created {
+		return fmt.Errorf("exec %q in %q: container is %s: %w", req.ExecID, req.ContainerID, st, errdefs.ErrFailedPrecondition)
+	}
 	if _, ok := c.execs[req.ExecID]; ok {
 		return fmt.Errorf("exec %q in %q: %w", req.ExecID, req.ContainerID, errdefs.ErrAlreadyExists)
 	}
@@ -68,7 +68,7 @@ func (m *Manager) Exec(ctx context.Context, req ExecRequest) error {
 		Children:    m.children(),
 		ReaderWait:  process.ReaderWait,
 	}, m.newEngine(c.options, c.bundle))
-	m.events.push(TopicTaskExecAdded, &eventstypes.TaskExecAdded{ContainerID: req.ContainerID, ExecID: req.ExecID})
+	m.exits.publish(TopicTaskExecAdded, &eventstypes.TaskExecAdded{ContainerID: req.ContainerID, ExecID: req.ExecID})
 	return nil
 }
 
@@ -87,51 +87,25 @@ func (m *Manager) lookupExec(id, execID, op string) (*process.Exec, error) {
 }
 
 // StartExec runs an exec process and publishes TaskExecStarted, then its
-// TaskExit if it is already gone. A fast process (/bin/true) can exit and
-// be reaped before its pid is known; its exit is held as an early exit
-// while the start is counted in creating, and matched here.
+// TaskExit if it is already gone. It is refused once the container's init
+// has exited (exits.go rule 4). A fast process (/bin/true) can exit and be
+// reaped before its pid is known: the exit router's window for this start
+// holds that exit.
 func (m *Manager) StartExec(ctx context.Context, id, execID string) (int, error) {
 	p, err := m.lookupExec(id, execID, "start")
 	if err != nil {
 		return 0, err
 	}
-	m.mu.Lock()
-	m.creating++
-	m.mu.Unlock()
-
-	pid, err := p.Start(ctx)
-
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.creating--
-	var early *process.Exit
-	if err == nil {
-		early = m.takeEarlyExitLocked(pid)
-	}
-	if m.creating == 0 {
-		m.earlyExits = nil
-	}
+	w, err := m.exits.execStarting(id, execID)
 	if err != nil {
 		return 0, err
 	}
-	m.events.push(TopicTaskExecStarted, &eventstypes.TaskExecStarted{ContainerID: id, ExecID: execID, Pid: uint32(pid)})
-	if early != nil {
-		p.SetExited(early.Status, early.Timestamp)
-		m.pushExecExitLocked(id, execID, *early)
-		return pid, nil
+	pid, err := p.Start(ctx)
+	m.runFollowUps(m.exits.execStarted(w, id, execID, p, pid, err == nil))
+	if err != nil {
+		return 0, err
 	}
-	m.execByPid[pid] = &execEntry{containerID: id, p: p}
 	return pid, nil
-}
-
-func (m *Manager) pushExecExitLocked(id, execID string, e process.Exit) {
-	m.events.push(TopicTaskExit, &eventstypes.TaskExit{
-		ContainerID: id,
-		ID:          execID,
-		Pid:         uint32(e.Pid),
-		ExitStatus:  uint32(e.Status),
-		ExitedAt:    timestamppb.New(e.Timestamp),
-	})
 }
 
 // KillExec signals an exec process.
@@ -156,13 +130,10 @@ func (m *Manager) DeleteExec(ctx context.Context, id, execID string) (process.St
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if c, ok := m.containers[id]; ok {
+	if c, ok := m.containers[id]; ok && c.execs[execID] == p {
 		delete(c.execs, execID)
 	}
-	if x, ok := m.execByPid[st.Pid]; ok && x.p == p {
-		delete(m.execByPid, st.Pid)
-	}
-	m.events.push(TopicTaskDelete, &eventstypes.TaskDelete{
+	m.exits.publish(TopicTaskDelete, &eventstypes.TaskDelete{
 		ContainerID: id,
 		ID:          execID,
 		Pid:         uint32(st.Pid),
@@ -213,23 +184,6 @@ func (m *Manager) ExecPids(id string) map[int]string {
 			}
 		}
 	}
-	return out
-}
-
-// forgetExecsLocked detaches the exec processes of a deleted container:
-// their exits, if still to come, match nothing. The caller closes their
-// streams once it has released the lock.
-func (m *Manager) forgetExecsLocked(c *container) []*process.Exec {
-	var out []*process.Exec
-	for _, p := range c.execs {
-		if pid := p.Status().Pid; pid > 0 {
-			if x, ok := m.execByPid[pid]; ok && x.p == p {
-				delete(m.execByPid, pid)
-			}
-		}
-		out = append(out, p)
-	}
-	c.execs = nil
 	return out
 }
 

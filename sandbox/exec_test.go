@@ -162,8 +162,12 @@ func TestExecErrors(t *testing.T) {
 		t.Errorf("ExecPids: got %v, want 777002 -> e1", got)
 	}
 
-	// Exec into a stopped container.
+	// Exec into a stopped container. The init's exit is held until the
+	// started exec's is out (exits.go rule 3).
 	p.m.handleExit(process.Exit{Pid: initPid, Status: 0, Timestamp: time.Now()})
+	_, err = p.m.StartExec(ctx, "c1", "e1")
+	check("start exec after the init exited", err, errdefs.IsFailedPrecondition, "FailedPrecondition")
+	p.m.handleExit(process.Exit{Pid: 777002, Status: 137, Timestamp: time.Now()})
 	if _, err := p.m.Wait(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}

@@ -277,6 +277,8 @@ func writeConfig(t *testing.T, dir string, annotations map[string]string) {
 		"ociVersion":  "1.0.2",
 		"root":        map[string]string{"path": "rootfs"},
 		"annotations": annotations,
+		// A PID namespace of its own, as CRI and ctr give a container.
+		"linux": map[string]any{"namespaces": []map[string]string{{"type": "pid"}}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -34,7 +34,9 @@ type Config struct {
 	NewEngine EngineFactory
 }
 
-// Manager holds the pod's containers.
+// Manager holds the pod's containers. Exits and the order of events are
+// the exit router's (exits.go); the Manager holds what containerd's calls
+// reach by id.
 type Manager struct {
 	namespace string
 	newEngine EngineFactory
@@ -42,74 +44,62 @@ type Manager struct {
 	// binaries); nil in tests that fake the runtime.
 	reaper *process.Reaper
 	events *eventQueue
+	exits  *exitRouter
+	// ctx is what work outliving a request runs with (follow-ups of
+	// exits); cancelled by Close.
+	ctx context.Context
 
-	// stop ends the reaper loop; cancelEvents aborts publishing when Close
-	// runs out of time; wg joins both goroutines.
-	stop         chan struct{}
-	cancelEvents context.CancelFunc
-	wg           sync.WaitGroup
+	// stop ends the reaper loop; cancel aborts publishing and follow-ups
+	// when Close runs out of time; wg joins the loops and follow-ups.
+	stop   chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 	// exit is closed once Shutdown finds no container left.
 	exit     chan struct{}
 	exitOnce sync.Once
 
 	mu sync.Mutex
 	// containers maps id to container, including ones still being
-	// created (init nil). Guarded by mu.
+	// created (init nil). Guarded by mu. Lock order: mu, then the exit
+	// router's, then a process's.
 	containers map[string]*container
-	// byPid maps the pid of every live init process to its container, for
-	// exits. Guarded by mu.
-	byPid map[int]*container
-	// execByPid maps the pid of every live exec process to it, for exits.
-	// Guarded by mu.
-	execByPid map[int]*execEntry
-	// creating counts creates and exec starts in flight: while a runtime
-	// create or exec runs, the process it forks may die before its pid is
-	// known. Guarded by mu.
-	creating int
-	// earlyExits holds exits no known pid matched while creating > 0
-	// (DESIGN.md race 1); dropped when creating returns to 0. Guarded by mu.
-	earlyExits []process.Exit
 }
 
 type container struct {
 	init *process.Init
-	// starting, deferredExit are guarded by Manager.mu. While Start is in
-	// flight the exit is held back so TaskExit never precedes TaskStart
-	// (DESIGN.md race 2).
-	starting     bool
-	deferredExit *process.Exit
 	// rootfs is kept for the TaskCreate event.
 	rootfs []process.Mount
 	// bundle and options are what exec processes are run with.
 	bundle  string
 	options process.RuntimeOptions
-	// execs are the container's exec processes by exec id. Guarded by
-	// Manager.mu.
+	// execs are the container's exec processes by exec id; nil once the
+	// container is deleted. Guarded by Manager.mu.
 	execs map[string]*process.Exec
 }
 
 // NewManager starts the reaper loop and the event publisher; Close stops
 // them.
 func NewManager(ctx context.Context, cfg Config) *Manager {
+	// Events and follow-ups outlive the request that caused them.
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	events := newEventQueue(cfg.Publisher)
 	m := &Manager{
 		namespace:  cfg.Namespace,
 		newEngine:  cfg.NewEngine,
 		reaper:     cfg.Reaper,
-		events:     newEventQueue(cfg.Publisher),
+		events:     events,
+		exits:      newExitRouter(events),
+		ctx:        bg,
 		stop:       make(chan struct{}),
+		cancel:     cancel,
 		exit:       make(chan struct{}),
 		containers: make(map[string]*container),
-		byPid:      make(map[int]*container),
-		execByPid:  make(map[int]*execEntry),
 	}
 	if m.newEngine == nil {
 		m.newEngine = func(opts process.RuntimeOptions, bundle string) process.Engine {
 			return process.NewRuncEngine(opts, cfg.Namespace, bundle)
 		}
 	}
-	// Events outlive the request that caused them.
-	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	m.cancelEvents = cancel
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -137,7 +127,8 @@ type CreateRequest struct {
 // Create creates a container and publishes TaskCreate. It returns the pid
 // of the container's init process.
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
-	if err := validateCreate(req); err != nil {
+	sp, err := validateCreate(req)
+	if err != nil {
 		return 0, err
 	}
 	c := &container{rootfs: req.Rootfs, bundle: req.Bundle, options: req.Options, execs: make(map[string]*process.Exec)}
@@ -147,65 +138,62 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 		return 0, fmt.Errorf("create %q: %w", req.ID, errdefs.ErrAlreadyExists)
 	}
 	m.containers[req.ID] = c
-	m.creating++
 	m.mu.Unlock()
 
-	pid, err := m.create(ctx, req, c)
-
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.creating--
-	var early *process.Exit
-	if err == nil {
-		early = m.takeEarlyExitLocked(pid)
-	}
-	if m.creating == 0 {
-		m.earlyExits = nil
-	}
+	w := m.exits.openWindow()
+	p, pid, err := m.create(ctx, req, sp)
 	if err != nil {
+		m.exits.closeWindow(w)
+		m.mu.Lock()
 		delete(m.containers, req.ID)
+		m.mu.Unlock()
 		return 0, err
 	}
-	m.events.push(TopicTaskCreate, &eventstypes.TaskCreate{
-		ContainerID: req.ID,
-		Bundle:      req.Bundle,
-		Rootfs:      mountsToAPI(req.Rootfs),
-		IO: &eventstypes.TaskIO{
-			Stdin:    req.Stdio.Stdin,
-			Stdout:   req.Stdio.Stdout,
-			Stderr:   req.Stdio.Stderr,
-			Terminal: req.Stdio.Terminal,
+	m.mu.Lock()
+	c.init = p
+	m.mu.Unlock()
+	m.runFollowUps(m.exits.created(w, createdTask{
+		id:         req.ID,
+		pid:        pid,
+		init:       p,
+		oomKills:   p.OOMKills,
+		killOnExit: !sp.ownPidNamespace(),
+		event: &eventstypes.TaskCreate{
+			ContainerID: req.ID,
+			Bundle:      req.Bundle,
+			Rootfs:      mountsToAPI(req.Rootfs),
+			IO: &eventstypes.TaskIO{
+				Stdin:    req.Stdio.Stdin,
+				Stdout:   req.Stdio.Stdout,
+				Stderr:   req.Stdio.Stderr,
+				Terminal: req.Stdio.Terminal,
+			},
+			Pid: uint32(pid),
 		},
-		Pid: uint32(pid),
-	})
-	if early != nil {
-		c.init.SetExited(early.Status, early.Timestamp)
-		m.pushExitLocked(c, *early)
-		return pid, nil
-	}
-	m.byPid[pid] = c
+	}))
 	return pid, nil
 }
 
-func (m *Manager) create(ctx context.Context, req CreateRequest, c *container) (int, error) {
+func (m *Manager) create(ctx context.Context, req CreateRequest, sp *spec) (*process.Init, int, error) {
 	if err := writeBundleState(req.Bundle, bundleState{Options: req.Options}); err != nil {
-		return 0, fmt.Errorf("create %q: %w", req.ID, err)
+		return nil, 0, fmt.Errorf("create %q: %w", req.ID, err)
 	}
 	p := process.NewInit(process.InitConfig{
-		ID:         req.ID,
-		Bundle:     req.Bundle,
-		Rootfs:     req.Rootfs,
-		Stdio:      req.Stdio,
-		Options:    req.Options,
-		Namespace:  m.namespace,
-		Children:   m.children(),
-		ReaderWait: process.ReaderWait,
+		ID:                 req.ID,
+		Bundle:             req.Bundle,
+		Rootfs:             req.Rootfs,
+		Stdio:              req.Stdio,
+		Options:            req.Options,
+		Namespace:          m.namespace,
+		Children:           m.children(),
+		ReaderWait:         process.ReaderWait,
+		SharedPidNamespace: !sp.ownPidNamespace(),
 	}, m.newEngine(req.Options, req.Bundle))
 	pid, err := p.Create(ctx)
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
-	if err := p.WatchOOM(func() { m.pushOOM(req.ID) }); err != nil {
+	if err := p.WatchOOM(func(kills uint64) { m.exits.oom(req.ID, kills) }); err != nil {
 		// Without the watch an OOM kill is still an exit; only CRI's
 		// "OOMKilled" reason is lost.
 		entry := log.G(ctx).WithError(err).WithField("id", req.ID)
@@ -215,10 +203,7 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, c *container) (
 			entry.Warn("no OOM watch")
 		}
 	}
-	m.mu.Lock()
-	c.init = p
-	m.mu.Unlock()
-	return pid, nil
+	return p, pid, nil
 }
 
 // children is what starts logging binaries: the reaper, or nothing.
@@ -229,62 +214,45 @@ func (m *Manager) children() process.ChildStarter {
 	return m.reaper
 }
 
-// pushOOM publishes TaskOOM for a container the OOM killer reached; the
-// OOM watch calls it.
-func (m *Manager) pushOOM(id string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.events.push(TopicTaskOOM, &eventstypes.TaskOOM{ContainerID: id})
-}
-
-// takeEarlyExitLocked removes and returns the held exit of pid, if any.
-func (m *Manager) takeEarlyExitLocked(pid int) *process.Exit {
-	for i, e := range m.earlyExits {
-		if e.Pid == pid {
-			m.earlyExits = append(m.earlyExits[:i], m.earlyExits[i+1:]...)
-			return &e
-		}
-	}
-	return nil
-}
-
 // handleExit is the reaper's handler for every exit it does not route to
-// a runtime command. It must not block: it only updates state and queues
-// events.
+// a runtime command. It must not block: the router only updates state and
+// queues events, and its follow-ups run on goroutines of their own.
 func (m *Manager) handleExit(e process.Exit) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if x, ok := m.execByPid[e.Pid]; ok {
-		delete(m.execByPid, e.Pid)
-		x.p.SetExited(e.Status, e.Timestamp)
-		m.pushExecExitLocked(x.containerID, x.p.ExecID(), e)
-		return
-	}
-	c, ok := m.byPid[e.Pid]
-	if !ok {
-		if m.creating > 0 {
-			m.earlyExits = append(m.earlyExits, e)
-		}
-		return
-	}
-	delete(m.byPid, e.Pid)
-	c.init.SetExited(e.Status, e.Timestamp)
-	if c.starting {
-		c.deferredExit = &e
-		return
-	}
-	m.pushExitLocked(c, e)
+	m.runFollowUps(m.exits.exit(e))
 }
 
-func (m *Manager) pushExitLocked(c *container, e process.Exit) {
-	id := c.init.ID()
-	m.events.push(TopicTaskExit, &eventstypes.TaskExit{
-		ContainerID: id,
-		ID:          id,
-		Pid:         uint32(e.Pid),
-		ExitStatus:  uint32(e.Status),
-		ExitedAt:    timestamppb.New(e.Timestamp),
-	})
+// runFollowUps does, off the caller's goroutine, what the exit router
+// asked for: the caller may be the reaper loop, which a runtime command
+// (reaped by that loop) would deadlock.
+func (m *Manager) runFollowUps(fs []followUp) {
+	for _, f := range fs {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			if f.closeIO != nil {
+				f.closeIO()
+			}
+			if f.killAll != "" {
+				m.killAll(f.killAll)
+			}
+		}()
+	}
+}
+
+// killAll kills what is left of a container without its own PID
+// namespace once its init has exited, as the runc shim does: those
+// processes would otherwise outlive it, and hold its exit (exits.go rule
+// 3) when they are execs.
+func (m *Manager) killAll(id string) {
+	m.mu.Lock()
+	c := m.containers[id]
+	m.mu.Unlock()
+	if c == nil || c.init == nil {
+		return
+	}
+	if err := c.init.KillAll(m.ctx); err != nil && !errdefs.IsNotFound(err) {
+		log.G(m.ctx).WithError(err).WithField("id", id).Warn("kill the processes left after the init exited")
+	}
 }
 
 // lookup returns a created container or NotFound.
@@ -305,27 +273,10 @@ func (m *Manager) Start(ctx context.Context, id string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	m.mu.Lock()
-	if c.starting {
-		m.mu.Unlock()
-		return 0, fmt.Errorf("start %q: already starting: %w", id, errdefs.ErrFailedPrecondition)
-	}
-	c.starting = true
-	m.mu.Unlock()
-
+	m.exits.starting(id)
 	err = c.init.Start(ctx)
-
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c.starting = false
 	pid := c.init.Status().Pid
-	if err == nil {
-		m.events.push(TopicTaskStart, &eventstypes.TaskStart{ContainerID: id, Pid: uint32(pid)})
-	}
-	if c.deferredExit != nil {
-		m.pushExitLocked(c, *c.deferredExit)
-		c.deferredExit = nil
-	}
+	m.exits.started(id, pid, err == nil)
 	if err != nil {
 		return 0, err
 	}
@@ -353,11 +304,12 @@ func (m *Manager) Delete(ctx context.Context, id string) (process.Status, error)
 	}
 	m.mu.Lock()
 	delete(m.containers, id)
-	if m.byPid[st.Pid] == c {
-		delete(m.byPid, st.Pid)
+	execs := make([]execStreams, 0, len(c.execs))
+	for _, p := range c.execs {
+		execs = append(execs, execStreams{pid: p.Status().Pid, closeIO: p.CloseAllIO})
 	}
-	execs := m.forgetExecsLocked(c)
-	m.events.push(TopicTaskDelete, &eventstypes.TaskDelete{
+	c.execs = nil
+	closeNow := m.exits.deleted(id, execs, &eventstypes.TaskDelete{
 		ContainerID: id,
 		ID:          id,
 		Pid:         uint32(st.Pid),
@@ -365,8 +317,8 @@ func (m *Manager) Delete(ctx context.Context, id string) (process.Status, error)
 		ExitedAt:    timestamppb.New(st.ExitedAt),
 	})
 	m.mu.Unlock()
-	for _, p := range execs {
-		p.CloseAllIO()
+	for _, f := range closeNow {
+		f()
 	}
 	return st, nil
 }
@@ -444,10 +396,10 @@ func (m *Manager) Shutdown(ctx context.Context) {
 func (m *Manager) Done() <-chan struct{} { return m.exit }
 
 // Close publishes what is queued (bounded by ctx), stops the reaper loop
-// and waits for both goroutines.
+// and waits for it, the publisher and any follow-up still running.
 func (m *Manager) Close(ctx context.Context) error {
 	err := m.events.close(ctx)
-	m.cancelEvents()
+	m.cancel()
 	close(m.stop)
 	m.wg.Wait()
 	return err

@@ -174,10 +174,10 @@ func TestManagerExitDuringCreate(t *testing.T) {
 	if got := p.pub.topicsOf("c1"); !slices.Equal(got, want) {
 		t.Errorf("topics: got %q, want %q", got, want)
 	}
-	p.m.mu.Lock()
-	defer p.m.mu.Unlock()
-	if len(p.m.earlyExits) != 0 || p.m.creating != 0 {
-		t.Errorf("after create: earlyExits=%v creating=%d, want none and 0", p.m.earlyExits, p.m.creating)
+	p.m.exits.mu.Lock()
+	defer p.m.exits.mu.Unlock()
+	if len(p.m.exits.windows) != 0 || len(p.m.exits.live) != 0 {
+		t.Errorf("after create: windows=%d live=%v, want none", len(p.m.exits.windows), p.m.exits.live)
 	}
 }
 
@@ -225,10 +225,10 @@ func TestManagerExitReportedOnce(t *testing.T) {
 	if n := len(p.pub.all()); n != 3 {
 		t.Errorf("events: got %d, want 3", n)
 	}
-	p.m.mu.Lock()
-	defer p.m.mu.Unlock()
-	if len(p.m.earlyExits) != 0 {
-		t.Errorf("exits held with no create in flight: %v", p.m.earlyExits)
+	p.m.exits.mu.Lock()
+	defer p.m.exits.mu.Unlock()
+	if len(p.m.exits.windows) != 0 {
+		t.Errorf("start windows open with no start in flight: %d", len(p.m.exits.windows))
 	}
 }
 

@@ -21,9 +21,7 @@ func (m *Manager) Pause(ctx context.Context, id string) error {
 	if err := c.init.Pause(ctx); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.events.push(TopicTaskPaused, &eventstypes.TaskPaused{ContainerID: id})
+	m.exits.publish(TopicTaskPaused, &eventstypes.TaskPaused{ContainerID: id})
 	return nil
 }
 
@@ -36,8 +34,6 @@ func (m *Manager) Resume(ctx context.Context, id string) error {
 	if err := c.init.Resume(ctx); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.events.push(TopicTaskResumed, &eventstypes.TaskResumed{ContainerID: id})
+	m.exits.publish(TopicTaskResumed, &eventstypes.TaskResumed{ContainerID: id})
 	return nil
 }

@@ -19,26 +19,28 @@ import (
 const maxPath = 4096
 
 // validateCreate rejects a create request before anything is reserved or
-// forked, so a bad request cannot disturb the pod.
-func validateCreate(req CreateRequest) error {
+// forked, so a bad request cannot disturb the pod. It returns the part of
+// the bundle's spec the shim reads.
+func validateCreate(req CreateRequest) (*spec, error) {
 	if err := identifiers.Validate(req.ID); err != nil {
-		return fmt.Errorf("create: container id: %w", err)
+		return nil, fmt.Errorf("create: container id: %w", err)
 	}
-	if err := validateBundle(req.Bundle); err != nil {
-		return fmt.Errorf("create %q: %w", req.ID, err)
+	sp, err := validateBundle(req.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("create %q: %w", req.ID, err)
 	}
 	for _, m := range req.Rootfs {
 		if m.Type == "" {
-			return fmt.Errorf("create %q: rootfs mount of %q has no type: %w", req.ID, m.Source, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("create %q: rootfs mount of %q has no type: %w", req.ID, m.Source, errdefs.ErrInvalidArgument)
 		}
 		if m.Target != "" && !filepath.IsLocal(m.Target) {
-			return fmt.Errorf("create %q: rootfs mount target %q escapes the rootfs: %w", req.ID, m.Target, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("create %q: rootfs mount target %q escapes the rootfs: %w", req.ID, m.Target, errdefs.ErrInvalidArgument)
 		}
 	}
 	if err := validateStdio(req.Stdio); err != nil {
-		return fmt.Errorf("create %q: %w", req.ID, err)
+		return nil, fmt.Errorf("create %q: %w", req.ID, err)
 	}
-	return nil
+	return sp, nil
 }
 
 // validateStdio rejects stream names no process could be given: too long,
@@ -53,32 +55,29 @@ func validateStdio(s process.Stdio) error {
 }
 
 // validateBundle checks that bundle is a clean absolute directory holding a
-// readable OCI config.json.
-func validateBundle(bundle string) error {
+// readable OCI config.json, and returns what the shim reads of it.
+func validateBundle(bundle string) (*spec, error) {
 	switch {
 	case bundle == "":
-		return fmt.Errorf("bundle path is empty: %w", errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("bundle path is empty: %w", errdefs.ErrInvalidArgument)
 	case len(bundle) > maxPath:
-		return fmt.Errorf("bundle path of %d bytes: %w", len(bundle), errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("bundle path of %d bytes: %w", len(bundle), errdefs.ErrInvalidArgument)
 	case !filepath.IsAbs(bundle):
-		return fmt.Errorf("bundle path %q is not absolute: %w", bundle, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("bundle path %q is not absolute: %w", bundle, errdefs.ErrInvalidArgument)
 	case filepath.Clean(bundle) != strings.TrimSuffix(bundle, "/"):
-		return fmt.Errorf("bundle path %q is not clean: %w", bundle, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("bundle path %q is not clean: %w", bundle, errdefs.ErrInvalidArgument)
 	}
 	fi, err := os.Stat(bundle)
 	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("bundle %q: %w", bundle, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("bundle %q: %w", bundle, errdefs.ErrNotFound)
 	}
 	if err != nil {
-		return fmt.Errorf("bundle %q: %v: %w", bundle, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("bundle %q: %v: %w", bundle, err, errdefs.ErrInvalidArgument)
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("bundle %q is not a directory: %w", bundle, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("bundle %q is not a directory: %w", bundle, errdefs.ErrInvalidArgument)
 	}
-	if _, err := readSpec(bundle); err != nil {
-		return err
-	}
-	return nil
+	return readSpec(bundle)
 }
 
 // spec is the part of an OCI runtime spec the shim reads itself.
@@ -87,6 +86,28 @@ type spec struct {
 		Path string `json:"path"`
 	} `json:"root"`
 	Annotations map[string]string `json:"annotations"`
+	Linux       *struct {
+		Namespaces []struct {
+			Type string `json:"type"`
+			Path string `json:"path"`
+		} `json:"namespaces"`
+	} `json:"linux"`
+}
+
+// ownPidNamespace reports whether the container gets a PID namespace of
+// its own (one of type "pid" without a path): then all its processes die
+// with its init. Without one (it joins a pod's or the host's), they do
+// not, and the shim kills them as the runc shim does.
+func (s *spec) ownPidNamespace() bool {
+	if s.Linux == nil {
+		return false
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == "pid" {
+			return ns.Path == ""
+		}
+	}
+	return false
 }
 
 // maxSpecSize bounds config.json; real specs are a few KiB.

@@ -70,7 +70,7 @@ func TestValidateCreate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := validateCreate(tt.req)
+			_, err := validateCreate(tt.req)
 			if tt.want == nil {
 				if err != nil {
 					t.Fatalf("validateCreate: got %v, want nil", err)

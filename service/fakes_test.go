@@ -129,11 +129,12 @@ func newTestTask(t *testing.T, args ...string) (*Task, *forkEngine) {
 	return NewTask(m, process.RuntimeOptions{}), eng
 }
 
-// newBundle makes a bundle with a minimal config.json.
+// newBundle makes a bundle with a minimal config.json: a container with
+// its own PID namespace, whose SIGKILL goes to its init alone.
 func newBundle(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(dir+"/config.json", []byte(`{"root":{"path":"rootfs"}}`), 0o600); err != nil {
+	if err := os.WriteFile(dir+"/config.json", []byte(`{"root":{"path":"rootfs"},"linux":{"namespaces":[{"type":"pid"}]}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return dir
