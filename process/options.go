@@ -1,6 +1,7 @@
 package process
 
 import (
+	"os"
 	"path/filepath"
 
 	runc "github.com/containerd/go-runc"
@@ -30,6 +31,13 @@ type RuntimeOptions struct {
 // NewRuncEngine returns the runtime client for one container. Its log file
 // lives in the bundle so that a failed call can report runc's own words
 // (see runtimeError).
+//
+// Every runtime command runs in the bundle: the runc shim's runtime
+// inherits the shim's cwd, which containerd sets to the bundle, and
+// runtime wrappers rely on it (containerd's failpoint runtime reads
+// ./config.json). A bundle that is already gone (containerd removes it
+// after the shim's delete) must not fail the command: the runtime then
+// runs in "/" with no log file, as it can still delete the container.
 func NewRuncEngine(opts RuntimeOptions, namespace, bundle string) *RuncEngine {
 	binary := opts.BinaryName
 	if binary == "" {
@@ -39,11 +47,16 @@ func NewRuncEngine(opts RuntimeOptions, namespace, bundle string) *RuncEngine {
 	if root == "" {
 		root = DefaultRuntimeRoot
 	}
+	workDir, logFile := bundle, filepath.Join(bundle, "log.json")
+	if fi, err := os.Stat(bundle); err != nil || !fi.IsDir() {
+		workDir, logFile = "/", ""
+	}
 	return &RuncEngine{Runc: &runc.Runc{
 		Command:       binary,
 		Root:          filepath.Join(root, namespace),
-		Log:           filepath.Join(bundle, "log.json"),
+		Log:           logFile,
 		LogFormat:     runc.JSON,
+		WorkDir:       workDir,
 		Setpgid:       true,
 		SystemdCgroup: opts.SystemdCgroup,
 	}}

@@ -21,6 +21,9 @@ import (
 // test process (reaped by the Manager's reaper) and reports its pid.
 type forkEngine struct {
 	args []string
+	// exec, when set before the first Exec, runs the exec call in place
+	// of the default (record and succeed).
+	exec func(ctx context.Context, id string, spec specs.Process, opts *runc.ExecOpts) error
 
 	mu    sync.Mutex
 	cmds  []*exec.Cmd
@@ -35,6 +38,12 @@ func (e *forkEngine) record(s string) {
 
 func (e *forkEngine) Create(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error {
 	e.record("create " + id)
+	return e.fork(opts.PidFile)
+}
+
+// fork starts a child running args and writes its pid to pidFile, as the
+// runtime does with --pid-file.
+func (e *forkEngine) fork(pidFile string) error {
 	cmd := exec.Command(e.args[0], e.args[1:]...)
 	if err := cmd.Start(); err != nil {
 		return err
@@ -42,7 +51,7 @@ func (e *forkEngine) Create(ctx context.Context, id, bundle string, opts *runc.C
 	e.mu.Lock()
 	e.cmds = append(e.cmds, cmd)
 	e.mu.Unlock()
-	return os.WriteFile(opts.PidFile, []byte(fmt.Sprint(cmd.Process.Pid)), 0o600)
+	return os.WriteFile(pidFile, []byte(fmt.Sprint(cmd.Process.Pid)), 0o600)
 }
 
 func (e *forkEngine) Start(ctx context.Context, id string) error {
@@ -52,6 +61,9 @@ func (e *forkEngine) Start(ctx context.Context, id string) error {
 
 func (e *forkEngine) Exec(ctx context.Context, id string, spec specs.Process, opts *runc.ExecOpts) error {
 	e.record("exec " + id)
+	if e.exec != nil {
+		return e.exec(ctx, id, spec, opts)
+	}
 	return nil
 }
 

@@ -6,8 +6,12 @@ package service
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 )
 
@@ -21,11 +25,18 @@ const (
 )
 
 // method adapts a typed handler to ttrpc: it decodes the request into a
-// fresh Req and maps the handler's error to a gRPC status. Every RPC goes
-// through here, so no handler can forget the mapping.
+// fresh Req, maps the handler's error to a gRPC status and recovers a
+// handler's panic. Every RPC goes through here, so no handler can forget
+// the mapping, and no panic can take the pod's shim down: ttrpc does not
+// recover panics, and one would kill every container's shim at once.
 func method[Req any, Resp any](h func(context.Context, *Req) (Resp, error)) ttrpc.Method {
-	return func(ctx context.Context, unmarshal func(any) error) (any, error) {
+	return func(ctx context.Context, unmarshal func(any) error) (_ any, retErr error) {
 		req := new(Req)
+		defer func() {
+			if v := recover(); v != nil {
+				retErr = errgrpc.ToGRPC(recovered(ctx, req, v))
+			}
+		}()
 		if err := unmarshal(req); err != nil {
 			return nil, err
 		}
@@ -35,6 +46,21 @@ func method[Req any, Resp any](h func(context.Context, *Req) (Resp, error)) ttrp
 		}
 		return resp, nil
 	}
+}
+
+// recovered logs a handler's panic with its stack and the request's ids
+// and returns the internal error the caller is answered with.
+func recovered(ctx context.Context, req any, v any) error {
+	fields := log.Fields{"stack": string(debug.Stack())}
+	if r, ok := req.(interface{ GetID() string }); ok && r.GetID() != "" {
+		fields["id"] = r.GetID()
+	}
+	if r, ok := req.(interface{ GetExecID() string }); ok && r.GetExecID() != "" {
+		fields["exec_id"] = r.GetExecID()
+	}
+	err := fmt.Errorf("%T: handler panic: %v: %w", req, v, errdefs.ErrInternal)
+	log.G(ctx).WithFields(fields).WithError(err).Error("recovered a handler panic")
+	return err
 }
 
 // Register serves the task API under both version names on server.

@@ -196,6 +196,10 @@ func (t *Task) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emptyp
 	if err != nil {
 		return nil, fmt.Errorf("exec %q in %q: %w", r.ExecID, r.ID, err)
 	}
+	// The request's flag decides, as in the runc shim: containerd's Go
+	// client sets only it, and runc refuses a console socket for a spec
+	// without a terminal (and a terminal without a console socket).
+	spec.Terminal = r.Terminal
 	if err := t.m.Exec(ctx, sandbox.ExecRequest{
 		ContainerID: r.ID,
 		ExecID:      r.ExecID,

@@ -23,6 +23,13 @@ import (
 // a short temp dir and returns a client connected to it.
 func serve(t *testing.T, tk *Task) *ttrpc.Client {
 	t.Helper()
+	return serveWith(context.Background(), t, func(s *ttrpc.Server) { Register(s, tk) })
+}
+
+// serveWith is serve with the services register adds, served under ctx
+// (which handlers' contexts derive from).
+func serveWith(ctx context.Context, t *testing.T, register func(*ttrpc.Server)) *ttrpc.Client {
+	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "s")
 	if err != nil {
 		t.Fatal(err)
@@ -37,9 +44,9 @@ func serve(t *testing.T, tk *Task) *ttrpc.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	Register(server, tk)
+	register(server)
 	served := make(chan error, 1)
-	go func() { served <- server.Serve(context.Background(), l) }()
+	go func() { served <- server.Serve(ctx, l) }()
 	conn, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)

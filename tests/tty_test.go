@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -97,4 +100,62 @@ func TestCtrRunTerminal(t *testing.T) {
 			t.Errorf("output %q does not contain %q", out, want)
 		}
 	}
+}
+
+// TestTerminalExecLargeOutput: a terminal exec whose process spec says
+// terminal=false, with only the request's flag set (cio.WithTerminal),
+// as containerd's Go client sends it (containerd's
+// TestContainerExecLargeOutputWithTTY does the same). The runc shim lets
+// the request decide. 1 MiB of output comes back through the pty whole,
+// every "\n" turned into "\r\n" by the tty's ONLCR, and the exit code
+// arrives.
+func TestTerminalExecLargeOutput(t *testing.T) {
+	e := newDefaultEnv(t)
+	r := e.run(ctrSpec{id: "ttybig", args: []string{"sh", "-c", "echo ready; exec sleep 1000"}})
+	r.waitOutput(t, "ready\n", time.Minute)
+
+	// 16384 lines of 63 'x' and a newline: 1 MiB.
+	const lines, line = 16384, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	want := bytes.Repeat([]byte(line+"\r\n"), lines)
+	for i := range 3 {
+		spec, err := r.container.Spec(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pspec := *spec.Process
+		pspec.Terminal = false
+		pspec.Args = []string{"sh", "-c", fmt.Sprintf("yes %s | head -n %d; exit 3", line, lines)}
+		out := newSyncBuffer()
+		execID := fmt.Sprintf("ttybig-%d", i)
+		x, err := r.task.Exec(e.ctx, execID, &pspec, cio.NewCreator(
+			cio.WithStreams(nil, out, nil), cio.WithTerminal, cio.WithFIFODir(filepath.Join(e.d.dir, "fifo"))))
+		skipIfNotImplemented(t, err, "terminal exec")
+		if err != nil {
+			t.Fatalf("exec %s: %v", execID, err)
+		}
+		exitC, err := x.Wait(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := x.Start(e.ctx); err != nil {
+			t.Fatalf("start %s (terminal only in the request): %v", execID, err)
+		}
+		select {
+		case st := <-exitC:
+			if code, _, _ := st.Result(); code != 3 {
+				t.Errorf("%s: exit code = %d, want 3", execID, code)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("%s did not exit within a minute", execID)
+		}
+		// All output is copied before Delete closes the IO.
+		x.IO().Wait()
+		if _, err := x.Delete(e.ctx); err != nil {
+			t.Fatalf("delete %s: %v", execID, err)
+		}
+		assertBytes(t, execID+" output through the tty", out.Bytes(), want)
+	}
+	r.kill(syscall.SIGKILL)
+	r.wait(time.Minute)
+	r.delete()
 }
