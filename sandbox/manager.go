@@ -149,10 +149,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 		m.mu.Unlock()
 		return 0, err
 	}
-	m.mu.Lock()
-	c.init = p
-	m.mu.Unlock()
-	m.runFollowUps(m.exits.created(w, createdTask{
+	// The router knows the container before any call can find it: a
+	// Start must find its task to hold the exit for.
+	fs := m.exits.created(w, createdTask{
 		id:         req.ID,
 		pid:        pid,
 		init:       p,
@@ -170,7 +169,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 			},
 			Pid: uint32(pid),
 		},
-	}))
+	})
+	m.mu.Lock()
+	c.init = p
+	m.mu.Unlock()
+	m.runFollowUps(fs)
 	return pid, nil
 }
 
