@@ -42,6 +42,9 @@ import (
 //  6. An exec that outlives its container's delete (a shared PID namespace)
 //     stays routed: its Wait returns and its TaskExit is published when it
 //     exits.
+//  7. When the init of a container without a PID namespace of its own
+//     exits, the rest of its processes are killed (they do not die with
+//     it) before its TaskExit is published, as the runc shim does.
 //
 // The router never blocks and never runs the runtime: what must happen
 // outside the lock (killing the rest of a container without its own PID
@@ -104,8 +107,10 @@ type taskExits struct {
 	// and after each published TaskOOM (rule 5). nil: no OOM reporting.
 	oomKills func() (uint64, error)
 	oomSeen  uint64
-	// killOnExit: the container has no PID namespace of its own.
+	// killOnExit: the container has no PID namespace of its own; killing
+	// is set while its remaining processes are being killed (rule 7).
 	killOnExit bool
+	killing    bool
 }
 
 // followUp is work the caller does after the router's lock is released.
@@ -283,11 +288,21 @@ func (r *exitRouter) exit(e process.Exit) []followUp {
 
 func (r *exitRouter) initExitedLocked(t *taskExits, e process.Exit) []followUp {
 	t.initExit = &e
-	var out []followUp
 	if t.killOnExit {
-		out = append(out, followUp{killAll: t.id})
+		t.killing = true
+		return []followUp{{killAll: t.id}}
 	}
-	return append(out, r.releaseInitLocked(t)...)
+	return r.releaseInitLocked(t)
+}
+
+// killedAll ends rule 7's kill of what a container's init left behind.
+func (r *exitRouter) killedAll(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if t, ok := r.tasks[id]; ok && t.killing {
+		t.killing = false
+		r.releaseInitLocked(t)
+	}
 }
 
 func (r *exitRouter) execExitedLocked(x *routed, e process.Exit) []followUp {
@@ -310,7 +325,7 @@ func (r *exitRouter) execExitedLocked(x *routed, e process.Exit) []followUp {
 // releaseInitLocked publishes an init's seen exit once nothing holds it
 // (rules 2, 3 and 5).
 func (r *exitRouter) releaseInitLocked(t *taskExits) []followUp {
-	if t.initExit == nil || t.published || t.starting > 0 || t.execs > 0 {
+	if t.initExit == nil || t.published || t.starting > 0 || t.execs > 0 || t.killing {
 		return nil
 	}
 	t.published = true

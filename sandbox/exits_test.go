@@ -59,6 +59,7 @@ func (r *recorder) SetExited(status int, _ time.Time) {
 //	execStarting ID EXEC (opens its window) / execStarted ID EXEC PID / execFailed ID EXEC
 //	exit PID STATUS
 //	oomCounter ID N (the cgroup's counter now reads N) / oomWatch ID N (the watch reports N)
+//	killedAll ID (the kill of what the init left is done)
 //	delete ID
 type step struct {
 	op       string
@@ -187,12 +188,18 @@ func TestExitRouterRules(t *testing.T) {
 			// The deleted init's pid is no longer routed.
 			{op: "exit", pid: 10, n: 0},
 		}},
-		{"no own PID namespace: the init's exit kills the rest", []step{
+		{"rule 7: no own PID namespace: the init's exit kills the rest first", []step{
 			{op: "create", id: "shared", pid: 10, want: []string{create + " shared"}},
 			{op: "execStarting", id: "shared", exec: "e"},
 			{op: "execStarted", id: "shared", exec: "e", pid: 20, want: []string{started + " shared/e"}},
 			{op: "exit", pid: 10, n: 0, wantKillAll: "shared", initExited: no()},
-			{op: "exit", pid: 20, n: 137, want: []string{exitT + " shared/e 137", exitT + " shared 0"}, initExited: yes()},
+			{op: "exit", pid: 20, n: 137, want: []string{exitT + " shared/e 137"}, initExited: no()},
+			{op: "killedAll", id: "shared", want: []string{exitT + " shared 0"}, initExited: yes()},
+		}},
+		{"rule 7: nothing else running: TaskExit once the kill is done", []step{
+			{op: "create", id: "shared", pid: 10, want: []string{create + " shared"}},
+			{op: "exit", pid: 10, n: 3, wantKillAll: "shared", initExited: no()},
+			{op: "killedAll", id: "shared", want: []string{exitT + " shared 3"}, initExited: yes()},
 		}},
 		{"an exit is reported once", []step{
 			{op: "create", id: "c", pid: 10, want: []string{create + " c"}},
@@ -239,6 +246,8 @@ func TestExitRouterRules(t *testing.T) {
 					fs = r.exit(process.Exit{Pid: st.pid, Status: st.n})
 				case "oomCounter":
 					counters[st.id] = uint64(st.n)
+				case "killedAll":
+					r.killedAll(st.id)
 				case "oomWatch":
 					r.oom(st.id, uint64(st.n))
 				case "delete":

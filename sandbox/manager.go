@@ -245,8 +245,9 @@ func (m *Manager) runFollowUps(fs []followUp) {
 // killAll kills what is left of a container without its own PID
 // namespace once its init has exited, as the runc shim does: those
 // processes would otherwise outlive it, and hold its exit (exits.go rule
-// 3) when they are execs.
+// 3) when they are execs. The init's TaskExit waits for it (rule 7).
 func (m *Manager) killAll(id string) {
+	defer m.exits.killedAll(id)
 	m.mu.Lock()
 	c := m.containers[id]
 	m.mu.Unlock()

@@ -145,10 +145,12 @@ func TestDirectStartDelete(t *testing.T) {
 		host.waitOutput(t, "up\n", 30*time.Second)
 		pid := int(host.task.Pid())
 		// The guest's init leaves a process behind in the shared PID
-		// namespace, which only a runtime delete kills.
+		// namespace: its exit makes the shim kill the rest (runc kill
+		// --all, as the runc shim does), and the delete goes through the
+		// runtime.
 		const leftover = "sleep\x00987654"
 		run(t, "direct-guest", []string{"sh", "-c", "sleep 987654 & exit 0"},
-			[]oci.SpecOpts{withPidNamespaceOf(pid)}, []string{"create", "delete"})
+			[]oci.SpecOpts{withPidNamespaceOf(pid)}, []string{"create", "kill", "delete"})
 		if pids := pidsWithCmdline(leftover); len(pids) > 0 {
 			t.Errorf("the guest's leftover %v still runs after its delete", pids)
 		}
