@@ -48,9 +48,8 @@ type Manager struct {
 	stop         chan struct{}
 	cancelEvents context.CancelFunc
 	wg           sync.WaitGroup
-	// exit is closed once Shutdown finds no container left.
-	exit     chan struct{}
-	exitOnce sync.Once
+	// life decides when the shim may exit (lifetime.go).
+	life *lifetime
 
 	mu sync.Mutex
 	// containers maps id to container, including ones still being
@@ -97,7 +96,7 @@ func NewManager(ctx context.Context, cfg Config) *Manager {
 		reaper:     cfg.Reaper,
 		events:     newEventQueue(cfg.Publisher),
 		stop:       make(chan struct{}),
-		exit:       make(chan struct{}),
+		life:       newLifetime(),
 		containers: make(map[string]*container),
 		byPid:      make(map[int]*container),
 		execByPid:  make(map[int]*execEntry),
@@ -140,6 +139,10 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 	if err := validateCreate(req); err != nil {
 		return 0, err
 	}
+	if err := m.admit(req.ID); err != nil {
+		return 0, err
+	}
+	defer m.admitted()
 	c := &container{rootfs: req.Rootfs, bundle: req.Bundle, options: req.Options, execs: make(map[string]*process.Exec)}
 	m.mu.Lock()
 	if _, ok := m.containers[req.ID]; ok {
@@ -425,23 +428,6 @@ func (m *Manager) Connect(ctx context.Context, id string) (shimPid, taskPid int,
 	}
 	return os.Getpid(), c.init.Status().Pid, nil
 }
-
-// Shutdown is containerd's hint, sent after each task delete, that the
-// shim may go. It goes only when the pod has no container left; then Done
-// is closed.
-func (m *Manager) Shutdown(ctx context.Context) {
-	m.mu.Lock()
-	n := len(m.containers)
-	m.mu.Unlock()
-	if n > 0 {
-		log.G(ctx).WithField("containers", n).Debug("shutdown ignored: pod still has containers")
-		return
-	}
-	m.exitOnce.Do(func() { close(m.exit) })
-}
-
-// Done is closed when the shim should exit.
-func (m *Manager) Done() <-chan struct{} { return m.exit }
 
 // Close publishes what is queued (bounded by ctx), stops the reaper loop
 // and waits for both goroutines.
