@@ -54,9 +54,8 @@ type Manager struct {
 	stop   chan struct{}
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	// exit is closed once Shutdown finds no container left.
-	exit     chan struct{}
-	exitOnce sync.Once
+	// life decides when the shim may exit (lifetime.go).
+	life *lifetime
 
 	mu sync.Mutex
 	// containers maps id to container, including ones still being
@@ -92,7 +91,7 @@ func NewManager(ctx context.Context, cfg Config) *Manager {
 		ctx:        bg,
 		stop:       make(chan struct{}),
 		cancel:     cancel,
-		exit:       make(chan struct{}),
+		life:       newLifetime(),
 		containers: make(map[string]*container),
 	}
 	if m.newEngine == nil {
@@ -131,6 +130,14 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if err := m.admit(req.ID); err != nil {
+		return 0, err
+	}
+	defer m.admitted()
+	if err := m.admit(req.ID); err != nil {
+		return 0, err
+	}
+	defer m.admitted()
 	c := &container{rootfs: req.Rootfs, bundle: req.Bundle, options: req.Options, execs: make(map[string]*process.Exec)}
 	m.mu.Lock()
 	if _, ok := m.containers[req.ID]; ok {
@@ -381,23 +388,6 @@ func (m *Manager) Connect(ctx context.Context, id string) (shimPid, taskPid int,
 	}
 	return os.Getpid(), c.init.Status().Pid, nil
 }
-
-// Shutdown is containerd's hint, sent after each task delete, that the
-// shim may go. It goes only when the pod has no container left; then Done
-// is closed.
-func (m *Manager) Shutdown(ctx context.Context) {
-	m.mu.Lock()
-	n := len(m.containers)
-	m.mu.Unlock()
-	if n > 0 {
-		log.G(ctx).WithField("containers", n).Debug("shutdown ignored: pod still has containers")
-		return
-	}
-	m.exitOnce.Do(func() { close(m.exit) })
-}
-
-// Done is closed when the shim should exit.
-func (m *Manager) Done() <-chan struct{} { return m.exit }
 
 // Close publishes what is queued (bounded by ctx), stops the reaper loop
 // and waits for it, the publisher and any follow-up still running.

@@ -292,10 +292,8 @@ func TestManagerCreateInFlight(t *testing.T) {
 		t.Errorf("Start while creating: got %v, want NotFound", err)
 	}
 	p.m.Shutdown(ctx)
-	select {
-	case <-p.m.Done():
-		t.Error("Shutdown while a create is in flight closed Done")
-	default:
+	if p.m.mayExit() {
+		t.Error("Shutdown while a create is in flight let the shim exit")
 	}
 	close(release)
 	if err := <-created; err != nil {
@@ -430,32 +428,25 @@ func TestManagerShutdown(t *testing.T) {
 	ctx := context.Background()
 	p := newPod(t)
 	pid, _ := p.createContainer(t, "c1")
-	isDone := func() bool {
-		select {
-		case <-p.m.Done():
-			return true
-		default:
-			return false
-		}
-	}
+	isDone := p.m.mayExit
 	p.m.Shutdown(ctx)
 	if isDone() {
-		t.Fatal("Shutdown with a container left closed Done")
+		t.Fatal("Shutdown with a container left let the shim exit")
 	}
 	p.m.handleExit(process.Exit{Pid: pid, Status: 0, Timestamp: time.Now()})
 	p.m.Shutdown(ctx)
 	if isDone() {
-		t.Fatal("Shutdown with a stopped but undeleted container closed Done")
+		t.Fatal("Shutdown with a stopped but undeleted container let the shim exit")
 	}
 	if _, err := p.m.Delete(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}
 	if isDone() {
-		t.Fatal("Delete alone closed Done; containerd's Shutdown decides")
+		t.Fatal("Delete alone let the shim exit; containerd's Shutdown decides")
 	}
 	p.m.Shutdown(ctx)
 	if !isDone() {
-		t.Fatal("Shutdown after the last Delete did not close Done")
+		t.Fatal("Shutdown after the last Delete did not let the shim exit")
 	}
 	p.m.Shutdown(ctx) // a second Shutdown must not panic
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
@@ -49,6 +50,9 @@ type StartConfig struct {
 	ShimCgroup string
 	// Executable is this binary, started again as the shim daemon.
 	Executable string
+	// Claim asks the live shim on conn to hold itself for the container
+	// (Manager.Claim over the shim's socket); nil only dials.
+	Claim ClaimFunc
 }
 
 // StartShim returns the address of the shim serving the container's pod,
@@ -65,7 +69,7 @@ func StartShim(ctx context.Context, cfg StartConfig) (string, error) {
 	}
 	path := socketPath(dir, cfg.GRPCAddress, cfg.Namespace, group)
 	address := "unix://" + path
-	l, err := listenOrFind(path)
+	l, err := listenOrFind(ctx, path, cfg.ID, cfg.Claim)
 	if errors.Is(err, errShimRunning) {
 		return address, writeAddressFile(cfg.Bundle, address)
 	}
@@ -101,14 +105,31 @@ func socketPath(dir, containerdAddress, namespace, group string) string {
 
 var errShimRunning = errors.New("shim already running")
 
+// ClaimFunc asks the shim on conn to hold itself for container id (see
+// Manager.Claim), and closes conn. It returns errdefs.ErrUnavailable when
+// the shim is exiting or closed the connection, errdefs.ErrNotImplemented
+// from a shim that predates claims.
+type ClaimFunc func(ctx context.Context, conn net.Conn, id string) error
+
+// claimTimeout bounds the claim. A shim `start` has just started answers
+// once it serves (its log fifo opened, well within this); a shim that does
+// not answer in time is handed out as it was before claims existed.
+const claimTimeout = 10 * time.Second
+
 // listenOrFind binds the socket, or reports errShimRunning when a live shim
-// owns it. A socket nobody answers on is stale (its shim died) and is
-// replaced. Concurrent starts for one pod are serialised by a flock on the
-// socket directory: without it, a caller dialing between another's bind
-// and listen is refused, takes the socket for stale, removes it and binds
-// its own, and the pod gets two shims. The lock is held for a bind or a
-// dial, never across the daemon's start.
-func listenOrFind(path string) (*net.UnixListener, error) {
+// owns it and took claim for container id. A socket nobody answers on is
+// stale (its shim died) and is replaced, as is the socket of a shim that
+// refuses the claim because it is exiting: that shim has decided, under
+// this same lock, to exit, and never serves the container.
+//
+// Concurrent starts for one pod are serialised by a flock on the socket
+// directory: without it, a caller dialing between another's bind and
+// listen is refused, takes the socket for stale, removes it and binds its
+// own, and the pod gets two shims. A shim decides to exit under the same
+// flock (Manager.WaitExit), so it never does between the dial and the
+// claim. The lock is held for a bind, or a dial and a claim, never across
+// the daemon's start.
+func listenOrFind(ctx context.Context, path, id string, claim ClaimFunc) (*net.UnixListener, error) {
 	if len(path) > socketPathLimit {
 		return nil, fmt.Errorf("socket path %q is over %d bytes", path, socketPathLimit)
 	}
@@ -135,14 +156,31 @@ func listenOrFind(path string) (*net.UnixListener, error) {
 			return nil, fmt.Errorf("listen on %q: %w", path, err)
 		}
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, errShimRunning
+			if found := claimShim(ctx, c, id, claim); found {
+				return nil, errShimRunning
+			}
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove stale socket %q: %w", path, err)
 		}
 	}
 	return nil, fmt.Errorf("listen on %q: socket keeps reappearing", path)
+}
+
+// claimShim claims container id from the shim on c and closes c. It
+// reports whether the shim may be handed out: false only when the shim
+// said it is exiting or closed the connection. A shim that predates
+// claims, or does not answer in time, is handed out as before claims
+// existed. Nothing is logged: containerd reads `start`'s stderr together
+// with its stdout as the answer.
+func claimShim(ctx context.Context, c net.Conn, id string, claim ClaimFunc) bool {
+	if claim == nil {
+		c.Close()
+		return true
+	}
+	cctx, cancel := context.WithTimeout(ctx, claimTimeout)
+	defer cancel()
+	return !errdefs.IsUnavailable(claim(cctx, c, id))
 }
 
 // lockDir takes an exclusive flock on dir and returns its release.

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -51,7 +52,7 @@ func TestListenOrFindConcurrent(t *testing.T) {
 					go func() {
 						defer wg.Done()
 						<-start
-						l, err := listenOrFind(path)
+						l, err := listenOrFind(context.Background(), path, "c1", nil)
 						mu.Lock()
 						defer mu.Unlock()
 						if err == nil {

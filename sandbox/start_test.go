@@ -103,7 +103,7 @@ func TestListenOrFind(t *testing.T) {
 	dir := filepath.Join(shortDir(t), "d")
 	path := filepath.Join(dir, "sock")
 
-	l, err := listenOrFind(path)
+	l, err := listenOrFind(context.Background(), path, "c1", nil)
 	if err != nil {
 		t.Fatalf("first listenOrFind: %v", err)
 	}
@@ -114,7 +114,7 @@ func TestListenOrFind(t *testing.T) {
 		t.Errorf("socket mode: got %v, want a socket with 0600", m)
 	}
 
-	if _, err := listenOrFind(path); !errors.Is(err, errShimRunning) {
+	if _, err := listenOrFind(context.Background(), path, "c1", nil); !errors.Is(err, errShimRunning) {
 		t.Errorf("listenOrFind with a live listener: got %v, want errShimRunning", err)
 	}
 
@@ -124,7 +124,7 @@ func TestListenOrFind(t *testing.T) {
 	if _, err := os.Lstat(path); err != nil {
 		t.Fatalf("socket file gone after Close (%v); the stale case is not tested", err)
 	}
-	l2, err := listenOrFind(path)
+	l2, err := listenOrFind(context.Background(), path, "c1", nil)
 	if err != nil {
 		t.Fatalf("listenOrFind over a stale socket: %v", err)
 	}
@@ -179,7 +179,7 @@ func TestListenOrFindReplacesStale(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(shortDir(t), "sock")
 			tt.stale(t, path)
-			l, err := listenOrFind(path)
+			l, err := listenOrFind(context.Background(), path, "c1", nil)
 			if err != nil {
 				t.Fatalf("listenOrFind: %v", err)
 			}
@@ -204,7 +204,7 @@ func TestListenOrFindErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l, err := listenOrFind(tt.path)
+			l, err := listenOrFind(context.Background(), tt.path, "c1", nil)
 			if err == nil {
 				l.Close()
 				t.Fatal("listenOrFind: got nil error")

@@ -49,8 +49,14 @@ func runDaemon(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	socketPath := l.Addr().String()
-	defer os.Remove(socketPath)
+	// The socket file is removed when the shim decides to exit, under the
+	// lock `start` takes to find the pod's shim (sandbox.Manager.WaitExit),
+	// never on the way out, when it may already be the next shim's.
+	sock, err := sandbox.OwnSocket(l.Addr().String())
+	if err != nil {
+		l.Close()
+		return err
+	}
 
 	reaper := process.NewReaper()
 	// go-runc's monitor is a package variable; it is set here, once, so
@@ -59,12 +65,19 @@ func runDaemon(ctx context.Context, f flags) error {
 	publisher := sandbox.NewRemotePublisher(os.Getenv("TTRPC_ADDRESS"), f.namespace)
 	defer publisher.Close()
 	m := sandbox.NewManager(ctx, sandbox.Config{Namespace: f.namespace, Publisher: publisher, Reaper: reaper})
+	// The `start` that started this shim hands its address out for the
+	// container it was run for: that container holds the shim as every
+	// later `start`'s claim does.
+	if err := m.Claim(ctx, f.id); err != nil {
+		return err
+	}
 
 	server, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()))
 	if err != nil {
 		return err
 	}
 	service.Register(server, service.NewTask(m, process.RuntimeOptions{}))
+	service.RegisterLifetime(server, m)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- server.Serve(ctx, l) }()
 
@@ -76,11 +89,15 @@ func runDaemon(ctx context.Context, f flags) error {
 	signal.Notify(term, unix.SIGTERM, unix.SIGINT)
 	defer signal.Stop(term)
 
+	wctx, stopWait := context.WithCancel(ctx)
+	exitDecided := make(chan error, 1)
+	go func() { exitDecided <- m.WaitExit(wctx, sock) }()
+
 	var serveFailed error
 loop:
 	for {
 		select {
-		case <-m.Done():
+		case <-exitDecided:
 			break loop
 		case s := <-term:
 			log.G(ctx).WithField("signal", s).Info("shim signalled")
@@ -89,6 +106,13 @@ loop:
 			serveFailed = err
 			break loop
 		}
+	}
+	stopWait()
+	if serveFailed != nil {
+		<-exitDecided
+		// Refuse claims and creates, and let the pod's next `start`
+		// start a new shim.
+		m.Exit(ctx, sock)
 	}
 
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
@@ -113,7 +137,12 @@ loop:
 // one at path.
 func listener(path string) (net.Listener, error) {
 	if path != "" {
-		return net.Listen("unix", path)
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err != nil {
+			return nil, err
+		}
+		l.SetUnlinkOnClose(false)
+		return l, nil
 	}
 	l, err := net.FileListener(os.NewFile(3, "socket"))
 	if err != nil {

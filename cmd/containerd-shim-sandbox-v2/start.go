@@ -96,6 +96,7 @@ func runStart(ctx context.Context, f flags, stdin io.Reader, stdout io.Writer) e
 		Debug:        f.debug,
 		ShimCgroup:   in.options.ShimCgroup,
 		Executable:   self,
+		Claim:        service.Claim,
 	}
 	if b := in.bootstrap; b != nil {
 		if b.ContainerdGrpcAddress != "" {
