@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/cgroups"
@@ -234,9 +233,10 @@ func startDaemon(ctx context.Context, cfg StartConfig, l *net.UnixListener) erro
 			return fmt.Errorf("place shim in cgroup %q: %w", cfg.ShimCgroup, err)
 		}
 	}
-	if err := adjustOOMScore(pid); err != nil {
-		log.G(ctx).WithError(err).Warn("shim oom_score_adj not raised")
-	}
+	// Best effort, and silent: containerd reads the start action's stderr
+	// together with its stdout as the answer, so a log line here would
+	// corrupt the address (or BootstrapResult) it parses.
+	_ = adjustOOMScore(pid)
 	return nil
 }
 
