@@ -80,21 +80,6 @@ func TestCRIUpdateContainerResources(t *testing.T) {
 	p.remove()
 }
 
-// knownGap skips t for this project's shim (never for the runc shim) for
-// a gap the project has declared but the shim cannot answer with
-// NotImplemented, such as an event it does not publish yet; like
-// skipIfNotImplemented, SHIM_TEST_STRICT=1 makes it a failure.
-func knownGap(t *testing.T, what string) {
-	t.Helper()
-	if !isSandboxRuntime() {
-		return
-	}
-	if os.Getenv("SHIM_TEST_STRICT") == "1" {
-		t.Fatalf("%s", what)
-	}
-	t.Skipf("KNOWN GAP: %s", what)
-}
-
 // TestCRIContainerStats: ContainerStats reports the container's CPU and
 // memory use from its cgroup (task Metrics through the shim).
 func TestCRIContainerStats(t *testing.T) {
@@ -137,11 +122,10 @@ func TestCRIOOMKilled(t *testing.T) {
 		t.Errorf("exit code %d, want 137 (SIGKILL by the OOM killer)", st.ExitCode)
 	}
 	if st.Reason != "OOMKilled" {
-		// containerd 2.4.2's CRI reads the OOM counter through Stats at
-		// exit, which works; 2.2 and 1.6 rely on the TaskOOM event, which
-		// they do not act on yet with this shim (open; see the notes).
-		knownGap(t, fmt.Sprintf("OOM reporting: reason %q, want OOMKilled (CRI of containerd %s does not act on this shim's TaskOOM yet)", st.Reason, e.d.version.name))
-		t.Errorf("reason %q, want OOMKilled", st.Reason)
+		// containerd 2.4.2's CRI also reads the OOM counter through Stats
+		// at exit; 2.2 and 1.6 rely on the TaskOOM event alone, so the
+		// shim must publish it before the TaskExit on every daemon.
+		t.Errorf("reason %q, want OOMKilled (containerd %s)", st.Reason, e.d.version.name)
 	}
 	e.removeContainer(id)
 	p.remove()

@@ -103,6 +103,35 @@ func (l *eventLog) of(containerID, execID string) []taskEvent {
 	return out
 }
 
+// all returns every event recorded so far, in arrival order.
+func (l *eventLog) all() []taskEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.events)
+}
+
+// exits returns the TaskExit events of container id (its init's and its
+// execs'), in arrival order.
+func (l *eventLog) exits(id string) []taskEvent {
+	var out []taskEvent
+	for _, ev := range l.all() {
+		if ev.topic == "/tasks/exit" && ev.containerID == id {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// streamErrors fails t for every error the event stream reported.
+func (l *eventLog) streamErrors(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, err := range l.errs {
+		t.Errorf("event stream: %v", err)
+	}
+}
+
 func topics(evs []taskEvent) []string {
 	out := make([]string, len(evs))
 	for i, ev := range evs {

@@ -2,9 +2,11 @@ package tests
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -27,12 +29,37 @@ type execProc struct {
 // container's process spec otherwise.
 func (r *running) exec(t *testing.T, execID string, args []string, stdin io.Reader) *execProc {
 	t.Helper()
+	x := r.createExec(t, execID, args, stdin)
+	if err := x.proc.Start(r.e.ctx); err != nil {
+		t.Fatalf("start exec %s in %s: %v", execID, r.id, err)
+	}
+	return x
+}
+
+// createExec creates exec process execID running args in r's container
+// and waits on it (so no exit can be missed), but does not start it.
+// env is appended to the container's environment.
+func (r *running) createExec(t *testing.T, execID string, args []string, stdin io.Reader, env ...string) *execProc {
+	t.Helper()
+	x, err := r.tryCreateExec(execID, args, stdin, env...)
+	skipIfNotImplemented(t, err, "exec")
+	if err != nil {
+		t.Fatalf("exec %s in %s: %v", execID, r.id, err)
+	}
+	return x
+}
+
+// tryCreateExec is createExec returning its errors (the task's Exec
+// error as it is) instead of failing a test, so that it can run in a
+// goroutine of its own.
+func (r *running) tryCreateExec(execID string, args []string, stdin io.Reader, env ...string) (*execProc, error) {
 	spec, err := r.container.Spec(r.e.ctx)
 	if err != nil {
-		t.Fatalf("spec of %s: %v", r.id, err)
+		return nil, fmt.Errorf("spec of %s: %v", r.id, err)
 	}
 	pspec := *spec.Process
 	pspec.Args = args
+	pspec.Env = append(slices.Clone(pspec.Env), env...)
 	x := &execProc{id: execID, stdout: newSyncBuffer(), stderr: newSyncBuffer()}
 	var in io.Reader
 	var closer *stdinCloser
@@ -42,7 +69,7 @@ func (r *running) exec(t *testing.T, execID string, args []string, stdin io.Read
 	}
 	fifoDir := filepath.Join(r.e.d.dir, "fifo")
 	if err := os.MkdirAll(fifoDir, 0o700); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	x.proc, err = r.task.Exec(r.e.ctx, execID, &pspec, cio.NewCreator(cio.WithStreams(in, x.stdout, x.stderr), cio.WithFIFODir(fifoDir)))
 	if closer != nil {
@@ -51,17 +78,13 @@ func (r *running) exec(t *testing.T, execID string, args []string, stdin io.Read
 		}
 		close(closer.ready)
 	}
-	skipIfNotImplemented(t, err, "exec")
 	if err != nil {
-		t.Fatalf("exec %s in %s: %v", execID, r.id, err)
+		return nil, err
 	}
 	if x.exitC, err = x.proc.Wait(r.e.ctx); err != nil {
-		t.Fatalf("wait exec %s: %v", execID, err)
+		return nil, fmt.Errorf("wait exec %s: %v", execID, err)
 	}
-	if err := x.proc.Start(r.e.ctx); err != nil {
-		t.Fatalf("start exec %s in %s: %v", execID, r.id, err)
-	}
-	return x
+	return x, nil
 }
 
 // finish waits for the exec to exit, deletes it (which drains its IO) and

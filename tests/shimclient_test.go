@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -171,13 +172,16 @@ func shimAPI(t *testing.T, e *env, id string) shimTaskAPI {
 	return taskV2{taskv2.NewTTRPCTaskClient(conn)}
 }
 
-// errClass names the errdefs class of an error from the shim, after
-// converting it from its gRPC status the way containerd does.
+// errClass names the errdefs class of an error: one from the shim after
+// converting it from its gRPC status the way containerd does, one from
+// the containerd client (already converted) as it is.
 func errClass(err error) string {
 	if err == nil {
 		return "OK"
 	}
-	err = errgrpc.ToNative(err)
+	if _, isStatus := status.FromError(err); isStatus {
+		err = errgrpc.ToNative(err)
+	}
 	for _, c := range []struct {
 		is   func(error) bool
 		name string
