@@ -314,9 +314,6 @@ func TestInitExitDuringExecStart(t *testing.T) {
 	r.delete()
 }
 
-// groupAnnotation puts containers into one shim without CRI (the runc
-// shim's grouping label, which this shim honours too).
-const groupAnnotation = "io.containerd.runc.v2.group"
 
 // TestSharedPidNamespaceExit: container B joins container A's PID
 // namespace, in the same shim. B's init exiting takes B's other
