@@ -314,7 +314,6 @@ func TestInitExitDuringExecStart(t *testing.T) {
 	r.delete()
 }
 
-
 // TestSharedPidNamespaceExit: container B joins container A's PID
 // namespace, in the same shim. B's init exiting takes B's other
 // processes with it, as the runc shim does (runc kill --all at the init's
