@@ -7,6 +7,9 @@
 #   go:   containerd, ctr, containerd-shim-runc-v2 at $CONTAINERD_V24 and at
 #         $CONTAINERD_V22 into /opt/shimtest/containerd-<version>
 #         staticcheck into /opt/shimtest/tools
+#         the test binary of containerd's integration/client package and
+#         its runc-fp at $CONTAINERD_V24 into
+#         /opt/shimtest/upstream-client-<version> (tests/upstream/build.sh)
 #
 # Nothing is downloaded except through apt and the Go module proxy.
 set -euo pipefail
@@ -136,6 +139,13 @@ install_staticcheck() {
 	(cd / && GOBIN="$dir" GOFLAGS=-buildvcs=false go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}")
 }
 
+# The tests of containerd's own integration/client package that
+# tests/upstream/run.sh runs (a few minutes to build on a cold cache).
+install_upstream_client() {
+	SHIMTEST_ROOT="$SHIMTEST_ROOT" CONTAINERD_VERSION="$1" \
+		bash "$(dirname "${BASH_SOURCE[0]}")/upstream/build.sh"
+}
+
 if ! command -v go >/dev/null; then
 	log "go is not on PATH"
 	exit 1
@@ -145,4 +155,5 @@ install_apt
 install_containerd "$CONTAINERD_V24"
 install_containerd "$CONTAINERD_V22"
 install_staticcheck
+install_upstream_client "$CONTAINERD_V24"
 log "done"

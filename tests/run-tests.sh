@@ -63,6 +63,14 @@ for runtime in $SHIM_TEST_RUNTIMES; do
 		fi
 	done
 done
+
+step "containerd's own integration/client tests (tests/upstream/run.sh)"
+if [[ $(id -u) -ne 0 ]]; then
+	echo "not root: skipped (they need containerd, runc and overlay mounts)"
+elif ! UPSTREAM_RUNTIMES="$SHIM_TEST_RUNTIMES" bash tests/upstream/run.sh; then
+	failed+=("containerd integration/client")
+fi
+
 if [[ ${#failed[@]} -gt 0 ]]; then
 	echo "end-to-end tests FAILED for: ${failed[*]}"
 	exit 1
