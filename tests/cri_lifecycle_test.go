@@ -47,7 +47,14 @@ func TestCRIRuntimeHandler(t *testing.T) {
 		t.Errorf("sandbox container runtime = %q, want %q", info.Runtime.Name, runtimeUnderTest())
 	}
 	pause := e.taskPid(p.id)
-	if got := cmdlineOf(pause); len(got) != 1 || got[0] != "/pause" {
+	// Start returns once runc init has been released (its exec fifo
+	// read), which is before its execve of /pause has finished: for both
+	// shims the cmdline may read empty for a moment.
+	var got []string
+	if !pollUntil(10*time.Second, func() bool {
+		got = cmdlineOf(pause)
+		return len(got) == 1 && got[0] == "/pause"
+	}) {
 		t.Errorf("sandbox process %d cmdline = %q, want [/pause]", pause, got)
 	}
 	e.shimOf(p.id)
