@@ -45,6 +45,12 @@ const (
 	// retryMax.
 	retryMin = 100 * time.Millisecond
 	retryMax = 2 * time.Second
+	// closingRetryMax caps the delay once close was called: the flush has
+	// only close's deadline (5 s at shim exit), and containerd is most
+	// likely on its way back then (containerd 2.2+ deletes a task whose
+	// processes all exited while it reloads its shims, before it serves
+	// its events endpoint, so that delete can be what ends the shim).
+	closingRetryMax = 250 * time.Millisecond
 )
 
 // errQueueFull is why an event is dropped at the bound.
@@ -163,6 +169,7 @@ func (q *eventQueue) run(ctx context.Context) {
 	defer close(q.done)
 	var (
 		kept      []event          // oldest first; kept[0] is the one being tried
+		stop      = q.stop         // nil once close was called: a closed channel is always ready
 		closing   bool             // close was called: return once kept is empty
 		delay     time.Duration    // the last retry delay; 0 while containerd takes events
 		retry     <-chan time.Time // non-nil while waiting to try kept[0] again
@@ -193,6 +200,9 @@ func (q *eventQueue) run(ctx context.Context) {
 						Warn("containerd does not take events: keeping them until it does")
 				}
 				delay = nextDelay(delay)
+				if closing {
+					delay = min(delay, closingRetryMax)
+				}
 				retry = q.after(delay)
 			}
 		}
@@ -203,8 +213,10 @@ func (q *eventQueue) run(ctx context.Context) {
 		case <-q.wake:
 		case <-retry:
 			retry = nil
-		case <-q.stop:
-			closing = true
+		case <-stop:
+			stop, closing = nil, true
+			// Try again now rather than at the end of a long delay.
+			retry = nil
 		case <-ctx.Done():
 			why := fmt.Errorf("not delivered before the shim stopped publishing: %w", ctx.Err())
 			for _, e := range q.take(ctx, kept) {

@@ -53,24 +53,28 @@ func keyOf(e event) string {
 }
 
 // fakeClock records every retry delay the queue asks for and fires it at
-// once, or never when stopped is set.
+// once, or never while stopped.
 type fakeClock struct {
-	stopped bool
-
-	mu     sync.Mutex
-	delays []time.Duration // guarded by mu
+	mu      sync.Mutex
+	stopped bool            // guarded by mu
+	delays  []time.Duration // guarded by mu
 }
 
 func (c *fakeClock) after(d time.Duration) <-chan time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.delays = append(c.delays, d)
-	if c.stopped {
-		return nil
-	}
 	ch := make(chan time.Time, 1)
-	ch <- time.Time{}
+	if !c.stopped {
+		ch <- time.Time{}
+	}
 	return ch
+}
+
+func (c *fakeClock) setStopped(stopped bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopped = stopped
 }
 
 func (c *fakeClock) taken() []time.Duration {
@@ -130,14 +134,22 @@ func startQueue(t *testing.T, limit int, clock *fakeClock, events ...event) *que
 // ("" takes any) and answers err.
 func (r *queueRig) answer(t *testing.T, want string, err error) {
 	t.Helper()
+	r.next(t, want).reply <- err
+}
+
+// next takes the queue's next Publish call, checks that it is for want
+// ("" takes any) and leaves it to the test to answer.
+func (r *queueRig) next(t *testing.T, want string) publishCall {
+	t.Helper()
 	select {
 	case c := <-r.pub.calls:
 		if want != "" && c.key != want {
 			t.Errorf("publish: got %q, want %q", c.key, want)
 		}
-		c.reply <- err
+		return c
 	case <-time.After(10 * time.Second):
 		t.Fatalf("no publish of %q within 10s", want)
+		return publishCall{}
 	}
 }
 
@@ -283,6 +295,39 @@ func TestEventQueueDelayResets(t *testing.T) {
 	}
 }
 
+// TestEventQueueCloseRetriesSooner: close makes the queue try again at
+// once, not at the end of a long delay, and from then on at most
+// closingRetryMax apart, so the flush uses all of its deadline.
+func TestEventQueueCloseRetriesSooner(t *testing.T) {
+	ms := time.Millisecond
+	clock := &fakeClock{}
+	r := startQueue(t, maxKept, clock, create("c1"))
+	for range 5 {
+		r.answer(t, "/tasks/create c1", errDown)
+	}
+	// The sixth delay (retryMax) never passes: only close can bring the
+	// next attempt.
+	c := r.next(t, "/tasks/create c1")
+	clock.setStopped(true)
+	c.reply <- errDown
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- r.q.close(ctx) }()
+	c = r.next(t, "/tasks/create c1")
+	clock.setStopped(false)
+	c.reply <- errDown
+	r.answer(t, "/tasks/create c1", errDown)
+	r.answer(t, "/tasks/create c1", nil)
+	if err := <-closed; err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	want := []time.Duration{100 * ms, 200 * ms, 400 * ms, 800 * ms, 1600 * ms, retryMax, closingRetryMax, closingRetryMax}
+	if got := clock.taken(); !slices.Equal(got, want) {
+		t.Errorf("retry delays: got %v, want %v", got, want)
+	}
+}
+
 // TestEventQueueBound: beyond the bound the oldest events that are neither
 // TaskExit nor TaskOOM are dropped and reported; TaskExit and TaskOOM are
 // kept even above it.
@@ -424,9 +469,7 @@ func TestEventQueueClose(t *testing.T) {
 			name:     "containerd still away at the deadline",
 			deadline: 50 * time.Millisecond,
 			script: func(t *testing.T, r *queueRig) {
-				r.clock.mu.Lock()
-				r.clock.stopped = true
-				r.clock.mu.Unlock()
+				r.clock.setStopped(true)
 				r.answer(t, "/tasks/create c1", errDown)
 			},
 			wantErr:     true,
