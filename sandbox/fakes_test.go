@@ -138,27 +138,30 @@ type published struct {
 }
 
 // fakePublisher records events in the order they arrive. fail makes the
-// next calls fail; failTopic makes every call for that topic fail; block,
-// when set, holds every call until it is closed or ctx is done.
+// next calls fail as an unreachable containerd does; rejectTopic makes
+// every call for that topic fail as containerd refusing the event does;
+// block, when set, holds every call until it is closed or ctx is done.
 type fakePublisher struct {
-	mu        sync.Mutex
-	events    []published
-	attempts  int
-	fail      int
-	failTopic string
-	block     chan struct{}
+	mu          sync.Mutex
+	events      []published
+	attempts    int
+	fail        int
+	rejectTopic string
+	block       chan struct{}
 }
 
 func (p *fakePublisher) Publish(ctx context.Context, topic string, event proto.Message) error {
 	p.mu.Lock()
 	p.attempts++
 	block := p.block
-	if p.fail > 0 || topic == p.failTopic {
-		if p.fail > 0 {
-			p.fail--
-		}
+	if p.fail > 0 {
+		p.fail--
 		p.mu.Unlock()
 		return errors.New("fake publisher: containerd unreachable")
+	}
+	if topic == p.rejectTopic {
+		p.mu.Unlock()
+		return fmt.Errorf("fake publisher: %w", ErrEventRejected)
 	}
 	p.mu.Unlock()
 	if block != nil {

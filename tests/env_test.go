@@ -40,9 +40,15 @@ const testTimeout = 5 * time.Minute
 
 func newEnv(t *testing.T, v daemonVersion) *env {
 	t.Helper()
-	d := daemonFor(t, v)
+	return newEnvOn(t, daemonFor(t, v), testTimeout)
+}
+
+// newEnvOn is newEnv on daemon d, with the test's containerd calls bounded
+// by timeout.
+func newEnvOn(t *testing.T, d *daemon, timeout time.Duration) *env {
+	t.Helper()
 	ns := namespaceFor(t)
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), testTimeout)
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), timeout)
 	e := &env{t: t, d: d, ns: ns, ctx: ctx, c: d.client, sockets: new([]string)}
 	logStart := d.logSize()
 	t.Cleanup(func() {

@@ -32,9 +32,16 @@ type taskEvent struct {
 // Events published before it returns are not seen.
 func subscribe(t *testing.T, e *env) *eventLog {
 	t.Helper()
+	return subscribeFiltered(t, e, fmt.Sprintf(`namespace==%q,topic~="^/tasks/"`, e.ns))
+}
+
+// subscribeFiltered records the events that match any of filters until
+// the test ends.
+func subscribeFiltered(t *testing.T, e *env, filters ...string) *eventLog {
+	t.Helper()
 	ctx, cancel := context.WithCancel(e.ctx)
 	l := &eventLog{}
-	evC, errC := e.c.Subscribe(ctx, fmt.Sprintf(`namespace==%q,topic~="^/tasks/"`, e.ns))
+	evC, errC := e.c.Subscribe(ctx, filters...)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
