@@ -52,15 +52,15 @@ func keyOf(e event) string {
 	return e.topic + " " + id
 }
 
-// fakeClock records every retry delay the queue asks for and fires it at
+// retryClock records every retry delay the queue asks for and fires it at
 // once, or never while stopped.
-type fakeClock struct {
+type retryClock struct {
 	mu      sync.Mutex
 	stopped bool            // guarded by mu
 	delays  []time.Duration // guarded by mu
 }
 
-func (c *fakeClock) after(d time.Duration) <-chan time.Time {
+func (c *retryClock) after(d time.Duration) <-chan time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.delays = append(c.delays, d)
@@ -71,13 +71,13 @@ func (c *fakeClock) after(d time.Duration) <-chan time.Time {
 	return ch
 }
 
-func (c *fakeClock) setStopped(stopped bool) {
+func (c *retryClock) setStopped(stopped bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stopped = stopped
 }
 
-func (c *fakeClock) taken() []time.Duration {
+func (c *retryClock) taken() []time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.delays)
@@ -88,11 +88,11 @@ type droppedEvent struct {
 	why error
 }
 
-// queueRig runs an eventQueue over a scriptedPublisher and a fakeClock.
+// queueRig runs an eventQueue over a scriptedPublisher and a retryClock.
 type queueRig struct {
 	q       *eventQueue
 	pub     *scriptedPublisher
-	clock   *fakeClock
+	clock   *retryClock
 	dropped chan droppedEvent  // every event the queue gave up on
 	cancel  context.CancelFunc // cancels run's context, as Manager.Close does
 	done    chan struct{}      // closed when run has returned
@@ -100,7 +100,7 @@ type queueRig struct {
 
 // startQueue pushes events, then starts the queue, so that its first look
 // takes all of them at once. The run goroutine is joined at the test's end.
-func startQueue(t *testing.T, limit int, clock *fakeClock, events ...event) *queueRig {
+func startQueue(t *testing.T, limit int, clock *retryClock, events ...event) *queueRig {
 	t.Helper()
 	r := &queueRig{
 		pub:     &scriptedPublisher{calls: make(chan publishCall)},
@@ -193,24 +193,24 @@ func keys(evs []event) []string {
 	return out
 }
 
-func create(id string) event {
+func evCreate(id string) event {
 	return event{TopicTaskCreate, &eventstypes.TaskCreate{ContainerID: id}}
 }
-func start(id string) event { return event{TopicTaskStart, &eventstypes.TaskStart{ContainerID: id}} }
-func exit(id string) event {
+func evStart(id string) event { return event{TopicTaskStart, &eventstypes.TaskStart{ContainerID: id}} }
+func evExit(id string) event {
 	return event{TopicTaskExit, &eventstypes.TaskExit{ContainerID: id, ID: id, ExitStatus: 7}}
 }
-func del(id string) event {
+func evDelete(id string) event {
 	return event{TopicTaskDelete, &eventstypes.TaskDelete{ContainerID: id, ID: id}}
 }
-func oom(id string) event { return event{TopicTaskOOM, &eventstypes.TaskOOM{ContainerID: id}} }
-func execAdded(id, execID string) event {
+func evOOM(id string) event { return event{TopicTaskOOM, &eventstypes.TaskOOM{ContainerID: id}} }
+func evExecAdded(id, execID string) event {
 	return event{TopicTaskExecAdded, &eventstypes.TaskExecAdded{ContainerID: id, ExecID: execID}}
 }
-func execStarted(id, execID string) event {
+func evExecStarted(id, execID string) event {
 	return event{TopicTaskExecStarted, &eventstypes.TaskExecStarted{ContainerID: id, ExecID: execID}}
 }
-func execExit(id, execID string) event {
+func evExecExit(id, execID string) event {
 	return event{TopicTaskExit, &eventstypes.TaskExit{ContainerID: id, ID: execID}}
 }
 
@@ -230,29 +230,29 @@ func TestEventQueueKeepsEventsAcrossOutage(t *testing.T) {
 	}{
 		{
 			name:       "one failed attempt",
-			before:     []event{create("c1"), start("c1")},
+			before:     []event{evCreate("c1"), evStart("c1")},
 			failures:   1,
 			wantDelays: []time.Duration{100 * ms},
 		},
 		{
 			name:       "exits during the outage",
-			before:     []event{create("c1"), start("c1"), create("c2"), start("c2")},
+			before:     []event{evCreate("c1"), evStart("c1"), evCreate("c2"), evStart("c2")},
 			failures:   3,
-			during:     []event{exit("c1"), execExit("c2", "e1"), exit("c2")},
+			during:     []event{evExit("c1"), evExecExit("c2", "e1"), evExit("c2")},
 			wantDelays: []time.Duration{100 * ms, 200 * ms, 400 * ms},
 		},
 		{
 			name:     "outage far past the old give-up, delay capped",
-			before:   []event{create("c1"), start("c1")},
+			before:   []event{evCreate("c1"), evStart("c1")},
 			failures: 40,
-			during:   []event{oom("c1"), exit("c1")},
+			during:   []event{evOOM("c1"), evExit("c1")},
 			wantDelays: append([]time.Duration{100 * ms, 200 * ms, 400 * ms, 800 * ms, 1600 * ms},
 				slices.Repeat([]time.Duration{retryMax}, 35)...),
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := startQueue(t, maxKept, &fakeClock{}, tt.before...)
+			r := startQueue(t, maxKept, &retryClock{}, tt.before...)
 			head := keyOf(tt.before[0])
 			for i := range tt.failures {
 				r.answer(t, head, errDown)
@@ -282,7 +282,7 @@ func TestEventQueueKeepsEventsAcrossOutage(t *testing.T) {
 // found within retryMax however long it was gone before.
 func TestEventQueueDelayResets(t *testing.T) {
 	ms := time.Millisecond
-	r := startQueue(t, maxKept, &fakeClock{}, create("c1"), start("c1"))
+	r := startQueue(t, maxKept, &retryClock{}, evCreate("c1"), evStart("c1"))
 	for range 3 {
 		r.answer(t, "/tasks/create c1", errDown)
 	}
@@ -300,8 +300,8 @@ func TestEventQueueDelayResets(t *testing.T) {
 // closingRetryMax apart, so the flush uses all of its deadline.
 func TestEventQueueCloseRetriesSooner(t *testing.T) {
 	ms := time.Millisecond
-	clock := &fakeClock{}
-	r := startQueue(t, maxKept, clock, create("c1"))
+	clock := &retryClock{}
+	r := startQueue(t, maxKept, clock, evCreate("c1"))
 	for range 5 {
 		r.answer(t, "/tasks/create c1", errDown)
 	}
@@ -344,43 +344,43 @@ func TestEventQueueBound(t *testing.T) {
 		{
 			name:   "within the bound",
 			limit:  4,
-			before: []event{create("c1"), start("c1"), exit("c1"), del("c1")},
+			before: []event{evCreate("c1"), evStart("c1"), evExit("c1"), evDelete("c1")},
 			want:   []string{"/tasks/create c1", "/tasks/start c1", "/tasks/exit c1", "/tasks/delete c1"},
 		},
 		{
 			name:        "oldest others dropped first",
 			limit:       3,
-			before:      []event{create("c1"), start("c1"), execAdded("c1", "e1"), execStarted("c1", "e1"), execExit("c1", "e1")},
+			before:      []event{evCreate("c1"), evStart("c1"), evExecAdded("c1", "e1"), evExecStarted("c1", "e1"), evExecExit("c1", "e1")},
 			want:        []string{"/tasks/exec-added c1/e1", "/tasks/exec-started c1/e1", "/tasks/exit c1/e1"},
 			wantDropped: []string{"/tasks/create c1", "/tasks/start c1"},
 		},
 		{
 			name:        "exits and OOMs kept above the bound",
 			limit:       2,
-			before:      []event{create("c1"), oom("c1"), exit("c1"), create("c2"), exit("c2"), del("c1")},
+			before:      []event{evCreate("c1"), evOOM("c1"), evExit("c1"), evCreate("c2"), evExit("c2"), evDelete("c1")},
 			want:        []string{"/tasks/oom c1", "/tasks/exit c1", "/tasks/exit c2"},
 			wantDropped: []string{"/tasks/create c1", "/tasks/create c2", "/tasks/delete c1"},
 		},
 		{
 			name:        "the event being retried is dropped when it is the oldest",
 			limit:       2,
-			before:      []event{create("c1"), start("c1")},
-			during:      []event{exit("c1"), create("c2")},
+			before:      []event{evCreate("c1"), evStart("c1")},
+			during:      []event{evExit("c1"), evCreate("c2")},
 			want:        []string{"/tasks/exit c1", "/tasks/create c2"},
 			wantDropped: []string{"/tasks/create c1", "/tasks/start c1"},
 		},
 		{
 			name:        "only exits: nothing to drop",
 			limit:       1,
-			before:      []event{exit("c1"), exit("c2")},
-			during:      []event{oom("c3"), exit("c3")},
+			before:      []event{evExit("c1"), evExit("c2")},
+			during:      []event{evOOM("c3"), evExit("c3")},
 			want:        []string{"/tasks/exit c1", "/tasks/exit c2", "/tasks/oom c3", "/tasks/exit c3"},
 			wantDropped: []string{},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := startQueue(t, tt.limit, &fakeClock{}, tt.before...)
+			r := startQueue(t, tt.limit, &retryClock{}, tt.before...)
 			// The queue looks at its inbox again after this failure,
 			// before its next attempt.
 			r.answer(t, "", errDown)
@@ -420,7 +420,7 @@ func TestEventQueueRejected(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := startQueue(t, maxKept, &fakeClock{}, create("c1"), start("c1"), exit("c1"))
+			r := startQueue(t, maxKept, &retryClock{}, evCreate("c1"), evStart("c1"), evExit("c1"))
 			r.answer(t, "/tasks/create c1", nil)
 			r.answer(t, "/tasks/start c1", tt.err)
 			if !tt.wantDropped {
@@ -445,7 +445,7 @@ func TestEventQueueRejected(t *testing.T) {
 // event still kept is reported with its topic and ids, whether the queue
 // was waiting to retry or stuck in a call containerd never answers.
 func TestEventQueueClose(t *testing.T) {
-	pushed := []event{create("c1"), exit("c1"), execExit("c2", "e1")}
+	pushed := []event{evCreate("c1"), evExit("c1"), evExecExit("c2", "e1")}
 	tests := []struct {
 		name     string
 		deadline time.Duration
@@ -493,7 +493,7 @@ func TestEventQueueClose(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := startQueue(t, maxKept, &fakeClock{}, pushed...)
+			r := startQueue(t, maxKept, &retryClock{}, pushed...)
 			ctx, cancel := context.WithTimeout(context.Background(), tt.deadline)
 			defer cancel()
 			closed := make(chan error, 1)
@@ -525,14 +525,14 @@ func TestEventIDs(t *testing.T) {
 		e              event
 		wantID, wantEx string
 	}{
-		{create("c1"), "c1", ""},
-		{exit("c1"), "c1", ""},
-		{execExit("c1", "e1"), "c1", "e1"},
-		{execAdded("c1", "e1"), "c1", "e1"},
-		{execStarted("c1", "e1"), "c1", "e1"},
-		{del("c1"), "c1", ""},
+		{evCreate("c1"), "c1", ""},
+		{evExit("c1"), "c1", ""},
+		{evExecExit("c1", "e1"), "c1", "e1"},
+		{evExecAdded("c1", "e1"), "c1", "e1"},
+		{evExecStarted("c1", "e1"), "c1", "e1"},
+		{evDelete("c1"), "c1", ""},
 		{event{TopicTaskDelete, &eventstypes.TaskDelete{ContainerID: "c1", ID: "e2"}}, "c1", "e2"},
-		{oom("c1"), "c1", ""},
+		{evOOM("c1"), "c1", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.e.topic, func(t *testing.T) {
