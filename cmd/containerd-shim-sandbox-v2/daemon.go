@@ -20,9 +20,16 @@ import (
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/service"
 )
 
-// shutdownTimeout bounds the flush of queued events and the drain of
-// in-flight requests when the shim exits.
-const shutdownTimeout = 5 * time.Second
+// Bounds on the way out. The flush of kept events gets longer than the
+// drain of requests: after a containerd restart, containerd's cleanup may
+// delete the pod's last tasks (and so end the shim) before its events
+// endpoint serves again, and what the shim kept (exits of the outage) is
+// delivered only if it is still there then. Close returns as soon as the
+// queue is empty, so a clean exit does not wait.
+const (
+	flushTimeout    = 30 * time.Second
+	shutdownTimeout = 5 * time.Second
+)
 
 // runDaemon is the long-lived shim: it serves the task API on the socket
 // `start` bound (fd 3) until the pod's last container is deleted and
@@ -115,11 +122,13 @@ loop:
 		m.Exit(ctx, sock)
 	}
 
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-	defer cancel()
-	if err := m.Close(sctx); err != nil {
+	fctx, cancelFlush := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	defer cancelFlush()
+	if err := m.Close(fctx); err != nil {
 		log.G(ctx).WithError(err).Warn("events not flushed before exit")
 	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
 	if err := server.Shutdown(sctx); err != nil {
 		server.Close()
 	}
