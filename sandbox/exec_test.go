@@ -173,3 +173,42 @@ func TestExecErrors(t *testing.T) {
 	}
 	check("exec into stopped container", p.m.Exec(ctx, ExecRequest{ContainerID: "c1", ExecID: "e4", Spec: trueSpec}), errdefs.IsFailedPrecondition, "FailedPrecondition")
 }
+
+// TestExecRacesDelete: an Exec that races the container's Delete either
+// lands before it (and its exec is deleted with the container) or fails
+// NotFound (or FailedPrecondition while the delete runs); it never writes into a deleted container (a panic that would
+// take the pod's shim down) nor leaves an exec behind.
+func TestExecRacesDelete(t *testing.T) {
+	ctx := context.Background()
+	p := newPod(t)
+	for i := range 50 {
+		id := fmt.Sprintf("c%d", i)
+		pid, e := p.createContainer(t, id)
+		e.delete = func(context.Context, string, *runc.DeleteOpts) error {
+			p.m.handleExit(process.Exit{Pid: pid, Status: 137, Timestamp: time.Now()})
+			return nil
+		}
+		errs := make(chan error, 8)
+		for j := range cap(errs) {
+			go func() {
+				errs <- p.m.Exec(ctx, ExecRequest{ContainerID: id, ExecID: fmt.Sprintf("e%d", j), Spec: trueSpec})
+			}()
+		}
+		if _, err := p.m.Delete(ctx, id); err != nil {
+			t.Fatalf("Delete %s: %v", id, err)
+		}
+		for range cap(errs) {
+			// FailedPrecondition: it came while the delete ran.
+			if err := <-errs; err != nil && !errdefs.IsNotFound(err) && !errdefs.IsFailedPrecondition(err) {
+				t.Errorf("Exec racing Delete of %s: got %v, want nil, NotFound or FailedPrecondition", id, err)
+			}
+		}
+		if got := p.m.ExecPids(id); len(got) != 0 {
+			t.Errorf("execs of deleted %s still listed: %v", id, got)
+		}
+		if _, err := p.m.StateExec(ctx, id, "e0"); !errdefs.IsNotFound(err) {
+			t.Errorf("StateExec in deleted %s: got %v, want NotFound", id, err)
+		}
+	}
+	p.close(t)
+}
