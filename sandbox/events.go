@@ -46,7 +46,7 @@ const (
 	retryMin = 100 * time.Millisecond
 	retryMax = 2 * time.Second
 	// closingRetryMax caps the delay once close was called: the flush has
-	// only close's deadline (5 s at shim exit), and containerd is most
+	// only close's deadline (30 s at shim exit), and containerd is most
 	// likely on its way back then (containerd 2.2+ deletes a task whose
 	// processes all exited while it reloads its shims, before it serves
 	// its events endpoint, so that delete can be what ends the shim).
