@@ -100,11 +100,17 @@ func (m *Manager) StartExec(ctx context.Context, id, execID string) (int, error)
 	if err != nil {
 		return 0, err
 	}
-	pid, err := p.Start(ctx)
-	m.runFollowUps(m.exits.execStarted(w, id, execID, p, pid, err == nil))
+	// Deferred, so that the start is ended even if it panics (the service
+	// recovers handler panics): a start left open would hold the init's
+	// exit forever.
+	started := false
+	var pid int
+	defer func() { m.runFollowUps(m.exits.execStarted(w, id, execID, p, pid, started)) }()
+	pid, err = p.Start(ctx)
 	if err != nil {
 		return 0, err
 	}
+	started = true
 	return pid, nil
 }
 

@@ -212,3 +212,33 @@ func TestExecRacesDelete(t *testing.T) {
 	}
 	p.close(t)
 }
+
+// TestExecStartPanicReleasesInitExit: an exec start that panics (the
+// service recovers handler panics) still ends its start, so it does not
+// hold the init's exit forever (exits.go rule 3).
+func TestExecStartPanicReleasesInitExit(t *testing.T) {
+	ctx := context.Background()
+	p := newPod(t)
+	bundle, initPid := runningContainer(t, p)
+	p.engineFor(bundle).exec = func(context.Context, string, specs.Process, *runc.ExecOpts) error {
+		panic("runtime wrapper bug")
+	}
+	if err := p.m.Exec(ctx, ExecRequest{ContainerID: "c1", ExecID: "e1", Spec: trueSpec}); err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("StartExec did not panic")
+			}
+		}()
+		_, _ = p.m.StartExec(ctx, "c1", "e1")
+	}()
+	p.m.handleExit(process.Exit{Pid: initPid, Status: 7, Timestamp: time.Now()})
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if st, err := p.m.Wait(wctx, "c1"); err != nil || st.ExitStatus != 7 {
+		t.Fatalf("Wait: got (%d, %v), want (7, nil)", st.ExitStatus, err)
+	}
+	p.close(t)
+}

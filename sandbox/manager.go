@@ -148,14 +148,22 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 	m.mu.Unlock()
 
 	w := m.exits.openWindow()
+	created := false
+	defer func() {
+		// Also on a panic: an open window collects every orphan's exit,
+		// and a half-made container would block its id.
+		if !created {
+			m.exits.closeWindow(w)
+			m.mu.Lock()
+			delete(m.containers, req.ID)
+			m.mu.Unlock()
+		}
+	}()
 	p, pid, err := m.create(ctx, req, sp)
 	if err != nil {
-		m.exits.closeWindow(w)
-		m.mu.Lock()
-		delete(m.containers, req.ID)
-		m.mu.Unlock()
 		return 0, err
 	}
+	created = true
 	// The router knows the container before any call can find it: a
 	// Start must find its task to hold the exit for.
 	fs := m.exits.created(w, createdTask{
@@ -285,13 +293,15 @@ func (m *Manager) Start(ctx context.Context, id string) (int, error) {
 		return 0, err
 	}
 	m.exits.starting(id)
-	err = c.init.Start(ctx)
-	pid := c.init.Status().Pid
-	m.exits.started(id, pid, err == nil)
-	if err != nil {
+	// Deferred, so that the start is ended even if it panics: a start
+	// left open would hold the init's exit forever.
+	started := false
+	defer func() { m.exits.started(id, c.init.Status().Pid, started) }()
+	if err := c.init.Start(ctx); err != nil {
 		return 0, err
 	}
-	return pid, nil
+	started = true
+	return c.init.Status().Pid, nil
 }
 
 // Kill signals a container; all reaches every process in it.
