@@ -168,10 +168,14 @@ func (r *exitRouter) takeLocked(w *startWindow, pid int) *process.Exit {
 
 // createdTask describes a container whose runtime create succeeded.
 type createdTask struct {
-	id         string
-	pid        int
-	init       exitable
+	id   string
+	pid  int
+	init exitable
+	// oomKills reads the OOM kill counter, nil when there is none to
+	// read; oomBase is its value at create, read by the caller before
+	// the router's lock is taken.
 	oomKills   func() (uint64, error)
+	oomBase    uint64
 	killOnExit bool
 	event      *eventstypes.TaskCreate
 }
@@ -181,14 +185,7 @@ type createdTask struct {
 func (r *exitRouter) created(w *startWindow, c createdTask) []followUp {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t := &taskExits{id: c.id, init: c.init, oomKills: c.oomKills, killOnExit: c.killOnExit}
-	if c.oomKills != nil {
-		if n, err := c.oomKills(); err == nil {
-			t.oomSeen = n
-		} else {
-			t.oomKills = nil
-		}
-	}
+	t := &taskExits{id: c.id, init: c.init, oomKills: c.oomKills, oomSeen: c.oomBase, killOnExit: c.killOnExit}
 	r.tasks[c.id] = t
 	r.events.push(TopicTaskCreate, c.event)
 	if e := r.takeLocked(w, c.pid); e != nil {
@@ -329,6 +326,8 @@ func (r *exitRouter) releaseInitLocked(t *taskExits) []followUp {
 		return nil
 	}
 	t.published = true
+	// The one read under the lock: a cgroupfs counter (memory, never
+	// blocks), and it must come between the exit and its TaskExit.
 	if t.oomKills != nil {
 		if n, err := t.oomKills(); err == nil && n > t.oomSeen {
 			t.oomSeen = n

@@ -231,6 +231,7 @@ func TestExitRouterRules(t *testing.T) {
 						pid:        st.pid,
 						init:       inits[id],
 						oomKills:   func() (uint64, error) { return counters[id], nil },
+						oomBase:    counters[id],
 						killOnExit: id == "shared",
 						event:      &eventstypes.TaskCreate{ContainerID: id},
 					})...)

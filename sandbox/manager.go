@@ -164,13 +164,21 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 		return 0, err
 	}
 	created = true
+	// The counter's baseline is read here, outside the router's lock.
+	oomKills := p.OOMKills
+	oomBase, err := oomKills()
+	if err != nil {
+		// No counter to read (no OOM watch either): no TaskOOM.
+		oomKills = nil
+	}
 	// The router knows the container before any call can find it: a
 	// Start must find its task to hold the exit for.
 	fs := m.exits.created(w, createdTask{
 		id:         req.ID,
 		pid:        pid,
 		init:       p,
-		oomKills:   p.OOMKills,
+		oomKills:   oomKills,
+		oomBase:    oomBase,
 		killOnExit: !sp.ownPidNamespace(),
 		event: &eventstypes.TaskCreate{
 			ContainerID: req.ID,
