@@ -67,7 +67,7 @@ func (m *Manager) Exec(ctx context.Context, req ExecRequest) error {
 		Namespace:   m.namespace,
 		Children:    m.children(),
 		ReaderWait:  process.ReaderWait,
-	}, m.newEngine(c.options, c.bundle))
+	}, c.engine)
 	m.exits.publish(TopicTaskExecAdded, &eventstypes.TaskExecAdded{ContainerID: req.ContainerID, ExecID: req.ExecID})
 	return nil
 }

@@ -68,9 +68,12 @@ type container struct {
 	init *process.Init
 	// rootfs is kept for the TaskCreate event.
 	rootfs []process.Mount
-	// bundle and options are what exec processes are run with.
+	// bundle, options and engine are what exec processes are run with;
+	// the engine is the init's, made once per container (not per exec:
+	// exec probes are the hot path) and safe for concurrent use.
 	bundle  string
 	options process.RuntimeOptions
+	engine  process.Engine
 	// execs are the container's exec processes by exec id; nil once the
 	// container is deleted. Guarded by Manager.mu.
 	execs map[string]*process.Exec
@@ -138,7 +141,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 		return 0, err
 	}
 	defer m.admitted()
-	c := &container{rootfs: req.Rootfs, bundle: req.Bundle, options: req.Options, execs: make(map[string]*process.Exec)}
+	c := &container{
+		rootfs:  req.Rootfs,
+		bundle:  req.Bundle,
+		options: req.Options,
+		engine:  m.newEngine(req.Options, req.Bundle),
+		execs:   make(map[string]*process.Exec),
+	}
 	m.mu.Lock()
 	if _, ok := m.containers[req.ID]; ok {
 		m.mu.Unlock()
@@ -159,7 +168,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 			m.mu.Unlock()
 		}
 	}()
-	p, pid, err := m.create(ctx, req, sp)
+	p, pid, err := m.create(ctx, req, sp, c.engine)
 	if err != nil {
 		return 0, err
 	}
@@ -200,7 +209,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 	return pid, nil
 }
 
-func (m *Manager) create(ctx context.Context, req CreateRequest, sp *spec) (*process.Init, int, error) {
+func (m *Manager) create(ctx context.Context, req CreateRequest, sp *spec, engine process.Engine) (*process.Init, int, error) {
 	if err := writeBundleState(req.Bundle, bundleState{Options: req.Options}); err != nil {
 		return nil, 0, fmt.Errorf("create %q: %w", req.ID, err)
 	}
@@ -214,7 +223,7 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, sp *spec) (*pro
 		Children:           m.children(),
 		ReaderWait:         process.ReaderWait,
 		SharedPidNamespace: !sp.ownPidNamespace(),
-	}, m.newEngine(req.Options, req.Bundle))
+	}, engine)
 	pid, err := p.Create(ctx)
 	if err != nil {
 		return nil, 0, err
