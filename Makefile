@@ -24,7 +24,7 @@ test: bin/$(BINARY)
 	bash tests/run-tests.sh
 
 unit:
-	$(GO) test -race ./cmd/... ./service/... ./sandbox/... ./process/... ./cgroups/...
+	$(GO) test -race ./cmd/... ./service/... ./sandbox/... ./process/... ./ociruntime/... ./stdio/... ./rootfs/... ./reaper/... ./cgroups/...
 
 # Build the shim and run a small pod through a private containerd.
 demo: bin/$(BINARY)

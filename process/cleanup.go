@@ -3,9 +3,9 @@ package process
 import (
 	"context"
 	"path/filepath"
-	"strconv"
 
-	runc "github.com/containerd/go-runc"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/rootfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,13 +20,11 @@ const KilledStatus = 128 + int(unix.SIGKILL)
 // containerd runs it after every shim exit, a clean one too, when the
 // shim has long deleted the container: then the runtime is not run only
 // to say so.
-func Cleanup(ctx context.Context, engine Engine, id, bundle string) (int, error) {
-	if d, ok := engine.(DirectEngine); !ok || !d.Forgotten(id) {
-		if err := engine.Delete(ctx, id, &runc.DeleteOpts{Force: true}); err != nil && !isRuntimeNotFound(err) {
-			return 0, runtimeError(err, filepath.Join(bundle, "log.json"), "delete "+strconv.Quote(id))
-		}
+func Cleanup(ctx context.Context, runtime ociruntime.Runtime, id, bundle string) (int, error) {
+	if err := runtime.Delete(ctx, id, false); err != nil {
+		return 0, err
 	}
-	if err := unmountAll(filepath.Join(bundle, "rootfs")); err != nil {
+	if err := rootfs.UnmountAll(filepath.Join(bundle, "rootfs")); err != nil {
 		return 0, err
 	}
 	pid, _ := readPidFile(filepath.Join(bundle, "init.pid"))

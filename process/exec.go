@@ -11,6 +11,8 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,12 +24,12 @@ type ExecConfig struct {
 	// there, named after the exec id (validated by the caller).
 	Bundle  string
 	Spec    specs.Process
-	Stdio   Stdio
-	Options RuntimeOptions
+	Stdio   stdio.Stdio
+	Options ociruntime.Options
 	// Namespace is the containerd namespace, for a logging binary.
 	Namespace string
 	// Children starts logging binaries (binary:// stdout): the Reaper.
-	Children ChildStarter
+	Children stdio.ChildStarter
 	// ReaderWait bounds the wait for an output fifo's reader.
 	ReaderWait time.Duration
 }
@@ -37,13 +39,13 @@ type ExecConfig struct {
 // described it.
 type Exec struct {
 	proc
-	cfg    ExecConfig
-	engine Engine
+	cfg     ExecConfig
+	runtime ociruntime.Runtime
 }
 
 // NewExec returns an exec process in the Created state.
-func NewExec(cfg ExecConfig, engine Engine) *Exec {
-	p := &Exec{cfg: cfg, engine: engine}
+func NewExec(cfg ExecConfig, runtime ociruntime.Runtime) *Exec {
+	p := &Exec{cfg: cfg, runtime: runtime}
 	p.proc.init(cfg.ExecID, cfg.Bundle, cfg.Stdio)
 	p.state = Created
 	return p
@@ -83,8 +85,8 @@ func (p *Exec) Start(ctx context.Context) (int, error) {
 	return pid, nil
 }
 
-func (p *Exec) run(ctx context.Context) (int, *processIO, error) {
-	pio, err := openIO(ctx, p.cfg.Stdio, StreamEnv{
+func (p *Exec) run(ctx context.Context) (int, *stdio.IO, error) {
+	pio, err := stdio.Open(ctx, p.cfg.Stdio, stdio.StreamEnv{
 		UID:        int(p.cfg.Options.IoUID),
 		GID:        int(p.cfg.Options.IoGID),
 		Namespace:  p.cfg.Namespace,
@@ -99,20 +101,20 @@ func (p *Exec) run(ctx context.Context) (int, *processIO, error) {
 	logFile := filepath.Join(p.cfg.Bundle, "exec-"+p.cfg.ExecID+"-log.json")
 	defer os.Remove(pidFile)
 	defer os.Remove(logFile)
-	err = p.engine.Exec(ctx, p.cfg.ContainerID, p.cfg.Spec, &runc.ExecOpts{
+	err = p.runtime.Exec(ctx, p.cfg.ContainerID, p.cfg.Spec, &runc.ExecOpts{
 		IO:            pio,
 		PidFile:       pidFile,
 		LogFile:       logFile,
 		Detach:        true,
-		ConsoleSocket: pio.consoleSocket(),
+		ConsoleSocket: pio.ConsoleSocket(),
 	})
-	pio.closeChildSide()
+	pio.CloseChildSide()
 	if err == nil {
-		err = pio.attachConsole()
+		err = pio.AttachConsole()
 	}
 	if err != nil {
 		pio.Close()
-		return 0, nil, runtimeError(err, logFile, "start "+p.name())
+		return 0, nil, fmt.Errorf("start %s: %w", p.name(), err)
 	}
 	pid, err := readPidFile(pidFile)
 	if err != nil {

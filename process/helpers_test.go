@@ -4,109 +4,34 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"runtime"
-	"strings"
 	"sync"
-	"testing"
-	"time"
 
+	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 )
 
-// waitFor polls cond every few milliseconds until it holds, failing the
-// test with what when d passes first.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// countFDs returns how many fds the test process has open.
-func countFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// listFDs describes the open fds, for leak messages.
-func listFDs() string {
-	ents, _ := os.ReadDir("/proc/self/fd")
-	var b strings.Builder
-	for _, e := range ents {
-		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
-		fmt.Fprintf(&b, "  %s -> %s\n", e.Name(), target)
-	}
-	return b.String()
-}
-
-// checkNoLeaks records fds and goroutines now and, when the test ends,
-// polls until both are back to that level (closing an fd or ending a
-// goroutine may lag the call that asked for it).
-func checkNoLeaks(t *testing.T) {
-	t.Helper()
-	fds, gs := countFDs(t), runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			gotFDs, gotGs := countFDs(t), runtime.NumGoroutine()
-			if gotFDs <= fds && gotGs <= gs {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				n := runtime.Stack(buf, true)
-				t.Errorf("leak: fds got %d, want <= %d; goroutines got %d, want <= %d\nfds:\n%s\ngoroutines:\n%s",
-					gotFDs, fds, gotGs, gs, listFDs(), buf[:n])
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
-}
-
-// startSleeper starts a real child that lives until the test ends, so
-// that pidfd_open and signals have a process to reach. The test reaps it.
-func startSleeper(t *testing.T) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command("/bin/busybox", "sleep", "60")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return cmd
-}
-
-// fakeEngine is the OCI runtime below the Engine boundary. It records each
-// call as a line and runs the hook set for the verb, if any.
+// fakeEngine is the OCI runtime below the ociruntime.Runtime boundary. It
+// records each call as a line and runs the hook set for the verb, if any.
 type fakeEngine struct {
 	mu    sync.Mutex
 	calls []string
 
 	create func(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error
-	start  func(ctx context.Context, id string) error
+	start  func(ctx context.Context, id string, pidfd int) error
 	exec   func(ctx context.Context, id string, spec specs.Process, opts *runc.ExecOpts) error
-	kill   func(ctx context.Context, id string, sig int, opts *runc.KillOpts) error
-	delete func(ctx context.Context, id string, opts *runc.DeleteOpts) error
+	kill   func(ctx context.Context, id string, sig int, all bool) error
+	delete func(ctx context.Context, id string, stopped bool) error
 	ps     func(ctx context.Context, id string) ([]int, error)
 	update func(ctx context.Context, id string, resources *specs.LinuxResources) error
 	pause  func(ctx context.Context, id string) error
 	resume func(ctx context.Context, id string) error
+	// cgroups answers CgroupPaths; without it the runtime knows none.
+	cgroups func(id string, pid int) (map[string]string, error)
 }
 
-var _ Engine = (*fakeEngine)(nil)
+var _ ociruntime.Runtime = (*fakeEngine)(nil)
 
 func (e *fakeEngine) record(format string, args ...any) {
 	e.mu.Lock()
@@ -153,10 +78,10 @@ func (e *fakeEngine) Resume(ctx context.Context, id string) error {
 	return nil
 }
 
-func (e *fakeEngine) Start(ctx context.Context, id string) error {
+func (e *fakeEngine) Start(ctx context.Context, id string, pidfd int) error {
 	e.record("start %s", id)
 	if e.start != nil {
-		return e.start(ctx, id)
+		return e.start(ctx, id, pidfd)
 	}
 	return nil
 }
@@ -169,18 +94,18 @@ func (e *fakeEngine) Exec(ctx context.Context, id string, spec specs.Process, op
 	return nil
 }
 
-func (e *fakeEngine) Kill(ctx context.Context, id string, sig int, opts *runc.KillOpts) error {
-	e.record("kill %s %d all=%v", id, sig, opts != nil && opts.All)
+func (e *fakeEngine) Kill(ctx context.Context, id string, sig int, all bool) error {
+	e.record("kill %s %d all=%v", id, sig, all)
 	if e.kill != nil {
-		return e.kill(ctx, id, sig, opts)
+		return e.kill(ctx, id, sig, all)
 	}
 	return nil
 }
 
-func (e *fakeEngine) Delete(ctx context.Context, id string, opts *runc.DeleteOpts) error {
-	e.record("delete %s force=%v", id, opts != nil && opts.Force)
+func (e *fakeEngine) Delete(ctx context.Context, id string, stopped bool) error {
+	e.record("delete %s stopped=%v", id, stopped)
 	if e.delete != nil {
-		return e.delete(ctx, id, opts)
+		return e.delete(ctx, id, stopped)
 	}
 	return nil
 }
@@ -193,6 +118,13 @@ func (e *fakeEngine) Ps(ctx context.Context, id string) ([]int, error) {
 	return nil, nil
 }
 
+func (e *fakeEngine) CgroupPaths(id string, pid int) (map[string]string, error) {
+	if e.cgroups != nil {
+		return e.cgroups(id, pid)
+	}
+	return nil, fmt.Errorf("fake runtime: no cgroups for %s: %w", id, errdefs.ErrNotFound)
+}
+
 // writePid returns a fake create hook that writes pid to the pid file, as
 // `runc create --pid-file` does.
 func writePid(pid int) func(context.Context, string, string, *runc.CreateOpts) error {
@@ -201,4 +133,5 @@ func writePid(pid int) func(context.Context, string, string, *runc.CreateOpts) e
 	}
 }
 
-func numGoroutines() int { return runtime.NumGoroutine() }
+// errNotFound is how the runtime answers for a container it does not have.
+var errNotFound = fmt.Errorf("container does not exist: %w", errdefs.ErrNotFound)

@@ -16,6 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/cgroups"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/rootfs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 )
 
 // InitConfig describes a container's init process.
@@ -24,13 +27,13 @@ type InitConfig struct {
 	Bundle string
 	// Rootfs are mounted on <bundle>/rootfs before create; empty when the
 	// spec's root path is used as given (ctr run --rootfs).
-	Rootfs  []Mount
-	Stdio   Stdio
-	Options RuntimeOptions
+	Rootfs  []rootfs.Mount
+	Stdio   stdio.Stdio
+	Options ociruntime.Options
 	// Namespace is the containerd namespace, for a logging binary.
 	Namespace string
 	// Children starts logging binaries (binary:// stdout): the Reaper.
-	Children ChildStarter
+	Children stdio.ChildStarter
 	// ReaderWait bounds the wait for an output fifo's reader.
 	ReaderWait time.Duration
 	// SharedPidNamespace is set when the spec gives the container no PID
@@ -45,8 +48,8 @@ type InitConfig struct {
 // with exec processes (exit, pid, streams) is in proc.go.
 type Init struct {
 	proc
-	cfg    InitConfig
-	engine Engine
+	cfg     InitConfig
+	runtime ociruntime.Runtime
 	// cgroups are the container's cgroup directories once Stats has
 	// asked the engine for them. Guarded by proc.mu.
 	cgroups map[string]string
@@ -56,8 +59,8 @@ type Init struct {
 }
 
 // NewInit returns an init process that has not been created yet.
-func NewInit(cfg InitConfig, engine Engine) *Init {
-	p := &Init{cfg: cfg, engine: engine}
+func NewInit(cfg InitConfig, runtime ociruntime.Runtime) *Init {
+	p := &Init{cfg: cfg, runtime: runtime}
 	p.proc.init(cfg.ID, cfg.Bundle, cfg.Stdio)
 	p.state = Creating
 	return p
@@ -68,22 +71,20 @@ func (p *Init) ID() string { return p.cfg.ID }
 
 func (p *Init) rootfsPath() string { return filepath.Join(p.cfg.Bundle, "rootfs") }
 
-func (p *Init) logPath() string { return filepath.Join(p.cfg.Bundle, "log.json") }
-
 // Create mounts the rootfs, opens the streams and runs `runtime create`,
 // leaving the container's process waiting to be started. It returns the
 // pid, which the caller must register for exits before anything can
 // signal the process.
 func (p *Init) Create(ctx context.Context) (_ int, retErr error) {
-	if err := mountAll(p.cfg.Rootfs, p.rootfsPath()); err != nil {
+	if err := rootfs.MountAll(p.cfg.Rootfs, p.rootfsPath()); err != nil {
 		return 0, fmt.Errorf("create %q: %w", p.cfg.ID, err)
 	}
 	defer func() {
 		if retErr != nil && len(p.cfg.Rootfs) > 0 {
-			_ = unmountAll(p.rootfsPath())
+			_ = rootfs.UnmountAll(p.rootfsPath())
 		}
 	}()
-	pio, err := openIO(ctx, p.cfg.Stdio, StreamEnv{
+	pio, err := stdio.Open(ctx, p.cfg.Stdio, stdio.StreamEnv{
 		UID:        int(p.cfg.Options.IoUID),
 		GID:        int(p.cfg.Options.IoGID),
 		Namespace:  p.cfg.Namespace,
@@ -95,27 +96,27 @@ func (p *Init) Create(ctx context.Context) (_ int, retErr error) {
 		return 0, fmt.Errorf("create %q: %w", p.cfg.ID, err)
 	}
 	pidFile := filepath.Join(p.cfg.Bundle, "init.pid")
-	err = p.engine.Create(ctx, p.cfg.ID, p.cfg.Bundle, &runc.CreateOpts{
+	err = p.runtime.Create(ctx, p.cfg.ID, p.cfg.Bundle, &runc.CreateOpts{
 		IO:            pio,
 		PidFile:       pidFile,
 		NoPivot:       p.cfg.Options.NoPivotRoot,
 		NoNewKeyring:  p.cfg.Options.NoNewKeyring,
-		ConsoleSocket: pio.consoleSocket(),
+		ConsoleSocket: pio.ConsoleSocket(),
 	})
-	pio.closeChildSide()
+	pio.CloseChildSide()
 	if err == nil {
-		err = pio.attachConsole()
+		err = pio.AttachConsole()
 	}
 	if err != nil {
 		pio.Close()
 		// runc may have left state behind; a failed create owns its cleanup.
-		_ = p.engine.Delete(context.WithoutCancel(ctx), p.cfg.ID, &runc.DeleteOpts{Force: true})
-		return 0, runtimeError(err, p.logPath(), "create "+strconv.Quote(p.cfg.ID))
+		_ = p.runtime.Delete(context.WithoutCancel(ctx), p.cfg.ID, false)
+		return 0, err
 	}
 	pid, err := readPidFile(pidFile)
 	if err != nil {
 		pio.Close()
-		_ = p.engine.Delete(context.WithoutCancel(ctx), p.cfg.ID, &runc.DeleteOpts{Force: true})
+		_ = p.runtime.Delete(context.WithoutCancel(ctx), p.cfg.ID, false)
 		return 0, fmt.Errorf("create %q: %w", p.cfg.ID, err)
 	}
 	p.mu.Lock()
@@ -159,7 +160,6 @@ func (p *Init) Start(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
-		err = runtimeError(err, p.logPath(), "start "+strconv.Quote(p.cfg.ID))
 		if merr := p.moveLocked(Created, "start"); merr != nil {
 			return errors.Join(err, merr)
 		}
@@ -168,20 +168,15 @@ func (p *Init) Start(ctx context.Context) error {
 	return p.moveLocked(Running, "start")
 }
 
-// runStart starts the created container: directly when the engine can and
-// the process is pinned by a pidfd (which tells the direct start when the
-// process died instead), otherwise through the runtime.
+// runStart starts the created container, handing the runtime the pidfd
+// that pins its init: a direct start needs it to tell when the process
+// died instead.
 func (p *Init) runStart(ctx context.Context) error {
-	if d, ok := p.engine.(DirectEngine); ok {
-		if pidfd := p.dupPidfd(); pidfd >= 0 {
-			done, err := d.StartCreated(ctx, p.cfg.ID, pidfd)
-			unix.Close(pidfd)
-			if done {
-				return err
-			}
-		}
+	pidfd := p.dupPidfd()
+	if pidfd >= 0 {
+		defer unix.Close(pidfd)
 	}
-	return p.engine.Start(ctx, p.cfg.ID)
+	return p.runtime.Start(ctx, p.cfg.ID, pidfd)
 }
 
 // Kill signals the container, answering as the runc shim does:
@@ -225,13 +220,11 @@ func (p *Init) KillAll(ctx context.Context) error {
 }
 
 func (p *Init) runtimeKill(ctx context.Context, sig int, all bool) error {
-	if err := p.engine.Kill(ctx, p.cfg.ID, sig, &runc.KillOpts{All: all}); err != nil {
-		if isRuntimeNotFound(err) {
-			return fmt.Errorf("kill %q: process already finished: %v: %w", p.cfg.ID, err, errdefs.ErrNotFound)
-		}
-		return runtimeError(err, p.logPath(), "kill "+strconv.Quote(p.cfg.ID))
+	err := p.runtime.Kill(ctx, p.cfg.ID, sig, all)
+	if ociruntime.IsNotFound(err) {
+		return fmt.Errorf("kill %q: process already finished: %w", p.cfg.ID, err)
 	}
-	return nil
+	return err
 }
 
 // deleteExitWait bounds how long Delete of a never-started container waits
@@ -266,11 +259,11 @@ func (p *Init) Delete(ctx context.Context) (Status, error) {
 	}
 	// Before the cgroups go: v1 signals the watch's eventfd on removal.
 	p.stopOOMWatch()
-	if err := p.runDelete(ctx, prev); err != nil {
+	if err := p.runtime.Delete(ctx, p.cfg.ID, prev == Stopped); err != nil {
 		return fail(err)
 	}
 	if len(p.cfg.Rootfs) > 0 {
-		if err := unmountAll(p.rootfsPath()); err != nil {
+		if err := rootfs.UnmountAll(p.rootfsPath()); err != nil {
 			return fail(fmt.Errorf("delete %q: %w", p.cfg.ID, err))
 		}
 	}
@@ -299,21 +292,6 @@ func (p *Init) Delete(ctx context.Context) (Status, error) {
 	return st, nil
 }
 
-// runDelete removes the container from the runtime: directly when it has
-// stopped and the engine can, otherwise with a forced runtime delete,
-// which also kills a container never started.
-func (p *Init) runDelete(ctx context.Context, prev State) error {
-	if d, ok := p.engine.(DirectEngine); ok && prev == Stopped {
-		if done, err := d.DeleteStopped(ctx, p.cfg.ID); done {
-			return err
-		}
-	}
-	if err := p.engine.Delete(ctx, p.cfg.ID, &runc.DeleteOpts{Force: true}); err != nil && !isRuntimeNotFound(err) {
-		return runtimeError(err, p.logPath(), "delete "+strconv.Quote(p.cfg.ID))
-	}
-	return nil
-}
-
 // Update changes the container's resources (cgroup limits) while it is
 // created or running, as `runtime update` does.
 func (p *Init) Update(ctx context.Context, resources *specs.LinuxResources) error {
@@ -322,20 +300,17 @@ func (p *Init) Update(ctx context.Context, resources *specs.LinuxResources) erro
 	default:
 		return fmt.Errorf("update %q: container is %s: %w", p.cfg.ID, st, errdefs.ErrFailedPrecondition)
 	}
-	if err := p.engine.Update(ctx, p.cfg.ID, resources); err != nil {
-		return runtimeError(err, p.logPath(), "update "+strconv.Quote(p.cfg.ID))
-	}
-	return nil
+	return p.runtime.Update(ctx, p.cfg.ID, resources)
 }
 
 // Pause freezes every process of the running container (runtime pause).
 func (p *Init) Pause(ctx context.Context) error {
-	return p.freeze(ctx, "pause", Running, Pausing, Paused, p.engine.Pause)
+	return p.freeze(ctx, "pause", Running, Pausing, Paused, p.runtime.Pause)
 }
 
 // Resume thaws the paused container (runtime resume).
 func (p *Init) Resume(ctx context.Context) error {
-	return p.freeze(ctx, "resume", Paused, Resuming, Running, p.engine.Resume)
+	return p.freeze(ctx, "resume", Paused, Resuming, Running, p.runtime.Resume)
 }
 
 // freeze moves the container from before through during to after around
@@ -353,13 +328,9 @@ func (p *Init) freeze(ctx context.Context, op string, before, during, after Stat
 	defer p.mu.Unlock()
 	if p.state != during {
 		// Stopped: the exit won.
-		if err != nil {
-			return runtimeError(err, p.logPath(), op+" "+strconv.Quote(p.cfg.ID))
-		}
-		return nil
+		return err
 	}
 	if err != nil {
-		err = runtimeError(err, p.logPath(), op+" "+strconv.Quote(p.cfg.ID))
 		if merr := p.moveLocked(before, op); merr != nil {
 			return errors.Join(err, merr)
 		}
@@ -370,9 +341,5 @@ func (p *Init) freeze(ctx context.Context, op string, before, during, after Stat
 
 // Pids lists the processes in the container.
 func (p *Init) Pids(ctx context.Context) ([]int, error) {
-	pids, err := p.engine.Ps(ctx, p.cfg.ID)
-	if err != nil {
-		return nil, runtimeError(err, p.logPath(), "ps "+strconv.Quote(p.cfg.ID))
-	}
-	return pids, nil
+	return p.runtime.Ps(ctx, p.cfg.ID)
 }

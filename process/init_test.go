@@ -17,6 +17,10 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/rootfs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,20 +37,12 @@ func newTestInit(t *testing.T, eng *fakeEngine, child *exec.Cmd) *Init {
 // createdInit returns an Init already in Created, backed by a live child.
 func createdInit(t *testing.T, eng *fakeEngine) (*Init, *exec.Cmd) {
 	t.Helper()
-	child := startSleeper(t)
+	child := testutil.StartSleeper(t)
 	p := newTestInit(t, eng, child)
 	if _, err := p.Create(context.Background()); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
 	return p, child
-}
-
-func writeLogError(t *testing.T, bundle, msg string) {
-	t.Helper()
-	line := fmt.Sprintf(`{"level":"error","msg":%q,"time":"2024-01-01T00:00:00Z"}`+"\n", msg)
-	if err := os.WriteFile(filepath.Join(bundle, "log.json"), []byte(line), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func wantState(t *testing.T, p *Init, want State) {
@@ -78,10 +74,10 @@ func childSignal(t *testing.T, cmd *exec.Cmd) syscall.Signal {
 }
 
 func TestInitLifecycle(t *testing.T) {
-	checkNoLeaks(t)
+	testutil.CheckNoLeaks(t)
 	ctx := context.Background()
 	eng := &fakeEngine{}
-	child := startSleeper(t)
+	child := testutil.StartSleeper(t)
 	var gotOpts *runc.CreateOpts
 	eng.create = func(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error {
 		gotOpts = opts
@@ -91,7 +87,7 @@ func TestInitLifecycle(t *testing.T) {
 	p := NewInit(InitConfig{
 		ID:      "c1",
 		Bundle:  bundle,
-		Options: RuntimeOptions{NoPivotRoot: true, NoNewKeyring: true},
+		Options: ociruntime.Options{NoPivotRoot: true, NoNewKeyring: true},
 	}, eng)
 	if p.ID() != "c1" {
 		t.Errorf("ID: got %q, want c1", p.ID())
@@ -173,7 +169,7 @@ func TestInitLifecycle(t *testing.T) {
 		t.Errorf("Start after Delete: got %v, want FailedPrecondition", err)
 	}
 
-	want := []string{"create c1", "start c1", "delete c1 force=true"}
+	want := []string{"create c1", "start c1", "delete c1 stopped=true"}
 	if got := eng.Calls(); !slices.Equal(got, want) {
 		t.Errorf("engine calls: got %q, want %q", got, want)
 	}
@@ -254,18 +250,18 @@ func TestInitKillLive(t *testing.T) {
 func TestInitKillAllThroughRuntime(t *testing.T) {
 	tests := []struct {
 		name     string
-		kill     func(context.Context, string, int, *runc.KillOpts) error
+		kill     func(context.Context, string, int, bool) error
 		wantErr  string // "" for nil
 		notFound bool
 	}{
 		{name: "ok"},
 		// runc deleted behind the shim's back (containerd's
 		// TestKillContainerDeletedByRunc): NotFound, not success.
-		{name: "container gone", kill: func(context.Context, string, int, *runc.KillOpts) error {
-			return errors.New("exit status 1: container does not exist")
+		{name: "container gone", kill: func(context.Context, string, int, bool) error {
+			return errNotFound
 		}, notFound: true},
-		{name: "failure", kill: func(context.Context, string, int, *runc.KillOpts) error {
-			return errors.New("exit status 1")
+		{name: "failure", kill: func(context.Context, string, int, bool) error {
+			return errors.New(`kill "c1": runc kill failed: exit status 1`)
 		}, wantErr: `kill "c1": runc kill failed: exit status 1`},
 	}
 	for _, tt := range tests {
@@ -275,7 +271,6 @@ func TestInitKillAllThroughRuntime(t *testing.T) {
 			if err := p.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			writeLogError(t, p.cfg.Bundle, "runc kill failed")
 			err := p.Kill(context.Background(), int(unix.SIGTERM), true)
 			switch {
 			case tt.notFound:
@@ -301,7 +296,7 @@ func TestInitKillAllThroughRuntime(t *testing.T) {
 func TestInitDeleteCreatedWaitsForExit(t *testing.T) {
 	eng := &fakeEngine{}
 	deleting := make(chan struct{})
-	eng.delete = func(context.Context, string, *runc.DeleteOpts) error {
+	eng.delete = func(context.Context, string, bool) error {
 		close(deleting)
 		return nil
 	}
@@ -334,8 +329,7 @@ func TestInitCreateFailure(t *testing.T) {
 			name: "runtime create fails",
 			create: func(p *Init) func(context.Context, string, string, *runc.CreateOpts) error {
 				return func(context.Context, string, string, *runc.CreateOpts) error {
-					writeLogError(t, p.cfg.Bundle, "exec: \"/nope\": no such file or directory")
-					return cause
+					return fmt.Errorf(`create "c1": exec: "/nope": no such file or directory: %w`, cause)
 				}
 			},
 			wantIs:    cause,
@@ -362,12 +356,12 @@ func TestInitCreateFailure(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkNoLeaks(t)
+			testutil.CheckNoLeaks(t)
 			dir := t.TempDir()
-			out := mkfifo(t, dir, "out")
-			in := mkfifo(t, dir, "in")
+			out := testutil.Mkfifo(t, dir, "out")
+			in := testutil.Mkfifo(t, dir, "in")
 			eng := &fakeEngine{}
-			p := NewInit(InitConfig{ID: "c1", Bundle: t.TempDir(), Stdio: Stdio{Stdin: in, Stdout: out, Stderr: out}}, eng)
+			p := NewInit(InitConfig{ID: "c1", Bundle: t.TempDir(), Stdio: stdio.Stdio{Stdin: in, Stdout: out, Stderr: out}}, eng)
 			eng.create = tt.create(p)
 			pid, err := p.Create(context.Background())
 			if err == nil {
@@ -382,7 +376,7 @@ func TestInitCreateFailure(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.wantInMsg) {
 				t.Errorf("Create error %q does not contain %q", err, tt.wantInMsg)
 			}
-			want := []string{"create c1", "delete c1 force=true"}
+			want := []string{"create c1", "delete c1 stopped=false"}
 			if got := eng.Calls(); !slices.Equal(got, want) {
 				t.Errorf("engine calls: got %q, want %q", got, want)
 			}
@@ -396,23 +390,23 @@ func TestInitCreateFailure(t *testing.T) {
 // TestInitCreateFailureUnmountsRootfs: the rootfs mounted for a create
 // that failed is unmounted again.
 func TestInitCreateFailureUnmountsRootfs(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	bundle := t.TempDir()
 	t.Cleanup(func() { _ = unix.Unmount(filepath.Join(bundle, "rootfs"), unix.MNT_DETACH) })
 	eng := &fakeEngine{}
 	var mountedDuringCreate int
 	eng.create = func(context.Context, string, string, *runc.CreateOpts) error {
-		mountedDuringCreate = len(mountsAt(t, filepath.Join(bundle, "rootfs")))
+		mountedDuringCreate = len(testutil.MountsAt(t, filepath.Join(bundle, "rootfs")))
 		return errors.New("exit status 1")
 	}
-	p := NewInit(InitConfig{ID: "c1", Bundle: bundle, Rootfs: []Mount{{Type: "tmpfs", Source: "tmpfs"}}}, eng)
+	p := NewInit(InitConfig{ID: "c1", Bundle: bundle, Rootfs: []rootfs.Mount{{Type: "tmpfs", Source: "tmpfs"}}}, eng)
 	if _, err := p.Create(context.Background()); err == nil {
 		t.Fatal("Create: got nil error")
 	}
 	if mountedDuringCreate != 1 {
 		t.Errorf("mounts on rootfs during runtime create: got %d, want 1", mountedDuringCreate)
 	}
-	if got := mountsAt(t, filepath.Join(bundle, "rootfs")); len(got) != 0 {
+	if got := testutil.MountsAt(t, filepath.Join(bundle, "rootfs")); len(got) != 0 {
 		t.Errorf("mounts left after a failed create: %v", got)
 	}
 }
@@ -420,24 +414,24 @@ func TestInitCreateFailureUnmountsRootfs(t *testing.T) {
 // TestInitRootfsMountedUntilDelete: the rootfs stays mounted while the
 // container lives and is unmounted by Delete.
 func TestInitRootfsMountedUntilDelete(t *testing.T) {
-	needRoot(t)
-	child := startSleeper(t)
+	testutil.NeedRoot(t)
+	child := testutil.StartSleeper(t)
 	bundle := t.TempDir()
-	rootfs := filepath.Join(bundle, "rootfs")
-	t.Cleanup(func() { _ = unix.Unmount(rootfs, unix.MNT_DETACH) })
+	rootDir := filepath.Join(bundle, "rootfs")
+	t.Cleanup(func() { _ = unix.Unmount(rootDir, unix.MNT_DETACH) })
 	eng := &fakeEngine{create: writePid(child.Process.Pid)}
-	p := NewInit(InitConfig{ID: "c1", Bundle: bundle, Rootfs: []Mount{{Type: "tmpfs", Source: "tmpfs"}}}, eng)
+	p := NewInit(InitConfig{ID: "c1", Bundle: bundle, Rootfs: []rootfs.Mount{{Type: "tmpfs", Source: "tmpfs"}}}, eng)
 	if _, err := p.Create(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := mountsAt(t, rootfs); len(got) != 1 {
+	if got := testutil.MountsAt(t, rootDir); len(got) != 1 {
 		t.Fatalf("mounts on rootfs after Create: got %v, want 1", got)
 	}
 	p.SetExited(0, time.Now())
 	if _, err := p.Delete(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := mountsAt(t, rootfs); len(got) != 0 {
+	if got := testutil.MountsAt(t, rootDir); len(got) != 0 {
 		t.Errorf("mounts on rootfs after Delete: %v", got)
 	}
 }
@@ -446,9 +440,8 @@ func TestInitStartFailure(t *testing.T) {
 	eng := &fakeEngine{}
 	p, _ := createdInit(t, eng)
 	cause := errors.New("exit status 1")
-	eng.start = func(context.Context, string) error {
-		writeLogError(t, p.cfg.Bundle, "cannot start a container that has stopped")
-		return cause
+	eng.start = func(context.Context, string, int) error {
+		return fmt.Errorf(`start "c1": cannot start a container that has stopped: %w`, cause)
 	}
 	err := p.Start(context.Background())
 	if !errors.Is(err, cause) {
@@ -480,7 +473,7 @@ func TestInitExitDuringStart(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			eng := &fakeEngine{}
 			p, _ := createdInit(t, eng)
-			eng.start = func(context.Context, string) error {
+			eng.start = func(context.Context, string, int) error {
 				p.SetExited(0, time.Now())
 				return tt.startErr
 			}
@@ -502,7 +495,7 @@ func TestInitStartingRefusesSecondCaller(t *testing.T) {
 	eng := &fakeEngine{}
 	p, _ := createdInit(t, eng)
 	entered, release := make(chan struct{}), make(chan struct{})
-	eng.start = func(context.Context, string) error {
+	eng.start = func(context.Context, string, int) error {
 		close(entered)
 		<-release
 		return nil
@@ -532,12 +525,11 @@ func TestInitDeleteRuntimeResults(t *testing.T) {
 		wantState State
 	}{
 		{name: "ok", err: nil, wantState: Deleted},
-		{name: "already gone", err: errors.New("exit status 1: container does not exist"), wantState: Deleted},
 		{name: "failure keeps stopped", err: errors.New("exit status 1: device or resource busy"), wantErr: true, wantState: Stopped},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			eng := &fakeEngine{delete: func(context.Context, string, *runc.DeleteOpts) error { return tt.err }}
+			eng := &fakeEngine{delete: func(context.Context, string, bool) error { return tt.err }}
 			p, _ := createdInit(t, eng)
 			p.SetExited(1, time.Now())
 			_, err := p.Delete(context.Background())
@@ -625,9 +617,9 @@ func TestInitPids(t *testing.T) {
 func TestInitCloseStdin(t *testing.T) {
 	NewInit(InitConfig{ID: "c1", Bundle: t.TempDir()}, &fakeEngine{}).CloseStdin()
 
-	child := startSleeper(t)
-	in := mkfifo(t, t.TempDir(), "in")
-	p := NewInit(InitConfig{ID: "c1", Bundle: t.TempDir(), Stdio: Stdio{Stdin: in}}, &fakeEngine{create: writePid(child.Process.Pid)})
+	child := testutil.StartSleeper(t)
+	in := testutil.Mkfifo(t, t.TempDir(), "in")
+	p := NewInit(InitConfig{ID: "c1", Bundle: t.TempDir(), Stdio: stdio.Stdio{Stdin: in}}, &fakeEngine{create: writePid(child.Process.Pid)})
 	if _, err := p.Create(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -635,14 +627,14 @@ func TestInitCloseStdin(t *testing.T) {
 		p.SetExited(0, time.Now())
 		_, _ = p.Delete(context.Background())
 	}()
-	w := openTestFifoWriter(t, in)
+	w := testutil.OpenFifoWriter(t, in)
 	w.Close()
 	p.CloseStdin()
 	p.mu.Lock()
 	pio := p.io
 	p.mu.Unlock()
 	select {
-	case <-pio.copyDone:
+	case <-pio.StdinCopied():
 	case <-time.After(10 * time.Second):
 		t.Fatal("stdin copy still running after CloseStdin")
 	}
@@ -654,8 +646,8 @@ func TestInitCloseStdin(t *testing.T) {
 // Wait callers (containerd holds one open for every task) return, the
 // pidfd is closed, and the reaper's late report changes nothing.
 func TestInitDeleteCreatedWithoutExit(t *testing.T) {
-	child := startSleeper(t)
-	before := countFDs(t)
+	child := testutil.StartSleeper(t)
+	before := testutil.CountFDs(t)
 	p := newTestInit(t, &fakeEngine{}, child)
 	if _, err := p.Create(context.Background()); err != nil {
 		t.Fatal(err)
@@ -677,8 +669,8 @@ func TestInitDeleteCreatedWithoutExit(t *testing.T) {
 	}
 	// The reaper's late report must not reopen anything either.
 	p.SetExited(0, time.Now())
-	if got := countFDs(t); got > before {
-		t.Errorf("fds after Delete: got %d, want %d (pidfd leaked)\n%s", got, before, listFDs())
+	if got := testutil.CountFDs(t); got > before {
+		t.Errorf("fds after Delete: got %d, want %d (pidfd leaked)\n%s", got, before, testutil.ListFDs())
 	}
 }
 
@@ -701,8 +693,9 @@ func TestInitUpdate(t *testing.T) {
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eng.update = func(context.Context, string, *specs.LinuxResources) error { return errors.New("exit status 1") }
-	writeLogError(t, p.cfg.Bundle, "cgroup write failed")
+	eng.update = func(context.Context, string, *specs.LinuxResources) error {
+		return errors.New(`update "c1": cgroup write failed: exit status 1`)
+	}
 	if err := p.Update(ctx, res); err == nil || !strings.Contains(err.Error(), "cgroup write failed") {
 		t.Errorf("Update with a failing runtime = %v, want runc's log line", err)
 	}

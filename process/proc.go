@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,7 +21,7 @@ type Status struct {
 	State      State
 	ExitStatus int
 	ExitedAt   time.Time
-	Stdio      Stdio
+	Stdio      stdio.Stdio
 }
 
 // proc is what every process of a container has, init or exec: its place
@@ -28,7 +29,7 @@ type Status struct {
 type proc struct {
 	id     string
 	bundle string
-	stdio  Stdio
+	stdio  stdio.Stdio
 
 	// exited is closed when the exit is recorded; Wait callers select on it.
 	exited chan struct{}
@@ -40,22 +41,22 @@ type proc struct {
 	pidfd      int // -1 when there is none (not started, exited, or denied)
 	exitStatus int
 	exitedAt   time.Time
-	io         *processIO
+	io         *stdio.IO
 	// stdinClosed remembers a CloseIO that came before the streams were
 	// attached (an exec's Start still running): containerd's client sends
 	// it as soon as its input ends, which can be that early.
 	stdinClosed bool
 }
 
-func (p *proc) init(id, bundle string, stdio Stdio) {
-	p.id, p.bundle, p.stdio = id, bundle, stdio
+func (p *proc) init(id, bundle string, s stdio.Stdio) {
+	p.id, p.bundle, p.stdio = id, bundle, s
 	p.exited = make(chan struct{})
 	p.pidfd = -1
 }
 
 // setPidLocked records the pid of a process known to be alive and not yet
 // reaped, pinning it with a pidfd so no signal can reach a recycled pid.
-func (p *proc) setPidLocked(pid int, pio *processIO) {
+func (p *proc) setPidLocked(pid int, pio *stdio.IO) {
 	p.pid, p.io = pid, pio
 	if p.stdinClosed && pio != nil {
 		pio.CloseStdin()
@@ -222,5 +223,5 @@ func (p *proc) ResizePty(width, height uint32) error {
 	if pio == nil {
 		return fmt.Errorf("resize pty of %q: not started or already deleted: %w", p.id, errdefs.ErrFailedPrecondition)
 	}
-	return pio.resize(width, height)
+	return pio.Resize(width, height)
 }

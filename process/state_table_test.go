@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -83,7 +84,7 @@ func initIn(t *testing.T, eng *fakeEngine, st State) *Init {
 	t.Helper()
 	p, child := createdInit(t, eng)
 	// runc delete --force kills the process waiting in runc init.
-	eng.delete = func(context.Context, string, *runc.DeleteOpts) error {
+	eng.delete = func(context.Context, string, bool) error {
 		_ = child.Process.Kill()
 		p.SetExited(KilledStatus, time.Now())
 		return nil
@@ -203,7 +204,7 @@ func TestInitFailedDeleteAfterExit(t *testing.T) {
 			if from == Stopped {
 				p.SetExited(0, time.Now())
 			}
-			eng.delete = func(context.Context, string, *runc.DeleteOpts) error {
+			eng.delete = func(context.Context, string, bool) error {
 				_ = child.Process.Kill()
 				p.SetExited(KilledStatus, time.Now())
 				return errors.New("exit status 1: runc delete failed")
@@ -234,7 +235,7 @@ var execTable = map[State]map[string]outcome{
 
 func execIn(t *testing.T, st State) *Exec {
 	t.Helper()
-	child := startSleeper(t)
+	child := testutil.StartSleeper(t)
 	eng := &fakeEngine{exec: func(_ context.Context, _ string, _ specs.Process, opts *runc.ExecOpts) error {
 		return os.WriteFile(opts.PidFile, []byte(strconv.Itoa(child.Process.Pid)), 0o600)
 	}}

@@ -2,9 +2,7 @@ package process
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -12,39 +10,6 @@ import (
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/cgroups"
 )
-
-// CgroupEngine is an Engine that can say where a container's cgroups are,
-// for Stats. An Engine without it answers Stats with NotImplemented.
-type CgroupEngine interface {
-	Engine
-	// CgroupPaths returns the cgroup directories of container id, whose
-	// init process is pid, by v1 subsystem name, the key "" being its
-	// unified (v2) directory.
-	CgroupPaths(id string, pid int) (map[string]string, error)
-}
-
-var _ CgroupEngine = (*RuncEngine)(nil)
-
-// CgroupPaths returns the cgroup_paths runc recorded for id in its
-// state.json. A runtime that keeps no such record (crun) is answered from
-// /proc/<pid>/cgroup.
-func (e *RuncEngine) CgroupPaths(id string, pid int) (map[string]string, error) {
-	st, err := e.state(id)
-	switch {
-	case err == nil:
-		if st.CgroupPaths == nil {
-			return map[string]string{}, nil
-		}
-		return st.CgroupPaths, nil
-	case !errors.Is(err, os.ErrNotExist):
-		return nil, err
-	}
-	root := e.cgroupRoot
-	if root == "" {
-		root = cgroups.DefaultRoot
-	}
-	return cgroups.ProcPaths(root, pid)
-}
 
 // Stats reads the container's cgroup metrics (see cgroups.Stats) while it
 // is created, running, paused, or stopped and not yet deleted: its
@@ -132,17 +97,13 @@ func (p *Init) cgroupPaths() (map[string]string, error) {
 	if paths != nil {
 		return paths, nil
 	}
-	e, ok := p.engine.(CgroupEngine)
-	if !ok {
-		return nil, fmt.Errorf("the runtime does not say where its cgroups are: %w", errdefs.ErrNotImplemented)
-	}
 	// Paths read from /proc/<pid>/cgroup are the container's only if pid
 	// was still its init while they were read: the pidfd says so.
 	pidfd := p.dupPidfd()
 	if pidfd >= 0 {
 		defer unix.Close(pidfd)
 	}
-	paths, err := e.CgroupPaths(p.cfg.ID, pid)
+	paths, err := p.runtime.CgroupPaths(p.cfg.ID, pid)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package process
 import (
 	"context"
 	"errors"
-	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,10 +12,9 @@ import (
 	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
-	runc "github.com/containerd/go-runc"
 )
 
-// cgroupEngine is a fakeEngine that is also a CgroupEngine: paths answers
+// cgroupEngine is a fakeEngine whose paths answers
 // CgroupPaths, which it counts.
 type cgroupEngine struct {
 	*fakeEngine
@@ -74,7 +72,7 @@ func TestInitStatsStates(t *testing.T) {
 			paths := v2Cgroup(t)
 			eng := &cgroupEngine{fakeEngine: &fakeEngine{}, paths: func(string, int) (map[string]string, error) { return paths, nil }}
 			p, _ := createdInit(t, eng.fakeEngine)
-			p.engine = eng
+			p.runtime = eng
 			setState(p, tt.state)
 			m, err := p.Stats(context.Background())
 			if tt.wantErr != nil {
@@ -126,19 +124,13 @@ func TestInitStatsErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			eng := &cgroupEngine{fakeEngine: &fakeEngine{}, paths: tt.paths(t)}
 			p, _ := createdInit(t, eng.fakeEngine)
-			p.engine = eng
+			p.runtime = eng
 			_, err := p.Stats(context.Background())
 			if err == nil || (tt.wantErr != nil && !errors.Is(err, tt.wantErr)) || !strings.Contains(err.Error(), `"c1"`) {
 				t.Errorf("Stats: got %v, want an error naming c1 (class %v)", err, tt.wantErr)
 			}
 		})
 	}
-	t.Run("engine without cgroups", func(t *testing.T) {
-		p, _ := createdInit(t, &fakeEngine{})
-		if _, err := p.Stats(context.Background()); !errors.Is(err, errdefs.ErrNotImplemented) {
-			t.Errorf("Stats: got %v, want NotImplemented", err)
-		}
-	})
 	t.Run("init died while the paths were read", func(t *testing.T) {
 		eng := &cgroupEngine{fakeEngine: &fakeEngine{}}
 		p, child := createdInit(t, eng.fakeEngine)
@@ -147,7 +139,7 @@ func TestInitStatsErrors(t *testing.T) {
 			_ = child.Wait() // reaped: the pid is free for reuse
 			return v2Cgroup(t), nil
 		}
-		p.engine = eng
+		p.runtime = eng
 		if _, err := p.Stats(context.Background()); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("Stats: got %v, want NotFound", err)
 		}
@@ -160,7 +152,7 @@ func TestInitStatsAsksOnce(t *testing.T) {
 	paths := v2Cgroup(t)
 	eng := &cgroupEngine{fakeEngine: &fakeEngine{}, paths: func(string, int) (map[string]string, error) { return paths, nil }}
 	p, _ := createdInit(t, eng.fakeEngine)
-	p.engine = eng
+	p.runtime = eng
 	for i := 0; i < 3; i++ {
 		if _, err := p.Stats(context.Background()); err != nil {
 			t.Fatalf("Stats %d: %v", i, err)
@@ -168,43 +160,6 @@ func TestInitStatsAsksOnce(t *testing.T) {
 	}
 	if eng.asked != 1 {
 		t.Errorf("CgroupPaths calls: got %d, want 1", eng.asked)
-	}
-}
-
-func TestRuncEngineCgroupPaths(t *testing.T) {
-	root := t.TempDir()
-	hybrid := map[string]string{"": "/sys/fs/cgroup/unified/default/c1", "memory": "/sys/fs/cgroup/memory/default/c1"}
-	fakeRuncState(t, root, "c1", stateJSON(hybrid, nil), false)
-	fakeRuncState(t, root, "nopaths", stateJSON(nil, nil), false)
-	if err := os.MkdirAll(filepath.Join(root, "bad"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "bad", "state.json"), []byte("{"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cgroupRoot := t.TempDir()
-	e := &RuncEngine{Runc: &runc.Runc{Root: root}, cgroupRoot: cgroupRoot}
-
-	got, err := e.CgroupPaths("c1", 1)
-	if err != nil || !maps.Equal(got, hybrid) {
-		t.Errorf("CgroupPaths(c1): got %v, %v; want %v", got, err, hybrid)
-	}
-	if got, err := e.CgroupPaths("nopaths", 1); err != nil || got == nil || len(got) != 0 {
-		t.Errorf("CgroupPaths(nopaths): got %v, %v; want an empty map", got, err)
-	}
-	if _, err := e.CgroupPaths("bad", 1); err == nil {
-		t.Errorf("CgroupPaths(bad): got no error for a broken state.json")
-	}
-	// No runc state (crun): the process's own /proc/<pid>/cgroup, mapped
-	// under the engine's cgroup root.
-	got, err = e.CgroupPaths("crun", os.Getpid())
-	if err != nil {
-		t.Fatalf("CgroupPaths(crun): %v", err)
-	}
-	for k, v := range got {
-		if !strings.HasPrefix(v, cgroupRoot+"/") {
-			t.Errorf("CgroupPaths(crun): %q -> %q, want under %s", k, v, cgroupRoot)
-		}
 	}
 }
 
@@ -218,7 +173,7 @@ func TestInitStatsV1(t *testing.T) {
 		return map[string]string{"memory": dir}, nil
 	}}
 	p, _ := createdInit(t, eng.fakeEngine)
-	p.engine = eng
+	p.runtime = eng
 	m, err := p.Stats(context.Background())
 	if s, ok := m.(*v1.Metrics); err != nil || !ok || s.GetMemory().GetUsage().GetUsage() != 8192 {
 		t.Errorf("Stats: got %T %v, %v; want v1 metrics with usage 8192", m, m, err)

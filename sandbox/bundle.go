@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 )
 
 // bundleStateFile is what the shim remembers about a container in its
@@ -15,7 +15,7 @@ import (
 const bundleStateFile = "shim-state.json"
 
 type bundleState struct {
-	Options process.RuntimeOptions `json:"options"`
+	Options ociruntime.Options `json:"options"`
 }
 
 func writeBundleState(bundle string, st bundleState) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
@@ -24,7 +25,7 @@ func Cleanup(ctx context.Context, namespace, id, bundle string) (CleanupResult, 
 		// dead container around.
 		st = bundleState{}
 	}
-	engine := process.NewRuncEngine(st.Options, namespace, bundle)
+	engine := ociruntime.New(st.Options, namespace, bundle)
 	pid, err := process.Cleanup(ctx, engine, id, bundle)
 	if err != nil {
 		return CleanupResult{}, err

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
@@ -50,7 +51,7 @@ func TestCleanup(t *testing.T) {
 			if err := os.MkdirAll(filepath.Join(root, "ns", "c1"), 0o700); err != nil {
 				t.Fatal(err)
 			}
-			if err := writeBundleState(bundle, bundleState{Options: process.RuntimeOptions{BinaryName: binary, Root: root}}); err != nil {
+			if err := writeBundleState(bundle, bundleState{Options: ociruntime.Options{BinaryName: binary, Root: root}}); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.WriteFile(filepath.Join(bundle, "init.pid"), []byte("4242"), 0o600); err != nil {
@@ -95,7 +96,7 @@ func TestCleanup(t *testing.T) {
 func TestCleanupForgotten(t *testing.T) {
 	binary, calls := fakeRuntime(t, "", 0)
 	bundle := newBundle(t, nil)
-	if err := writeBundleState(bundle, bundleState{Options: process.RuntimeOptions{BinaryName: binary, Root: t.TempDir()}}); err != nil {
+	if err := writeBundleState(bundle, bundleState{Options: ociruntime.Options{BinaryName: binary, Root: t.TempDir()}}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := Cleanup(context.Background(), "ns", "c1", bundle)
@@ -119,11 +120,11 @@ func TestCleanupBrokenState(t *testing.T) {
 	}
 	// A namespace of this test's own under the default root.
 	ns := "unit-" + strconv.Itoa(os.Getpid())
-	state := filepath.Join(process.DefaultRuntimeRoot, ns, "c1")
+	state := filepath.Join(ociruntime.DefaultRoot, ns, "c1")
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Join(process.DefaultRuntimeRoot, ns)) })
+	t.Cleanup(func() { os.RemoveAll(filepath.Join(ociruntime.DefaultRoot, ns)) })
 	bundle := newBundle(t, nil)
 	if err := os.WriteFile(filepath.Join(bundle, bundleStateFile), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
@@ -143,7 +144,7 @@ func TestCleanupBrokenState(t *testing.T) {
 		t.Errorf("Cleanup: got %+v, want pid 0, status %d", res, process.KilledStatus)
 	}
 	data, _ := os.ReadFile(calls)
-	if want := "--root " + filepath.Join(process.DefaultRuntimeRoot, ns); !strings.Contains(string(data), want) {
+	if want := "--root " + filepath.Join(ociruntime.DefaultRoot, ns); !strings.Contains(string(data), want) {
 		t.Errorf("runtime call %q: want the default root (%s)", data, want)
 	}
 }
@@ -157,7 +158,7 @@ func TestCleanupMissingRuntime(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(root, "ns", "c1"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeBundleState(bundle, bundleState{Options: process.RuntimeOptions{BinaryName: "no-such-runtime-binary", Root: root}}); err != nil {
+	if err := writeBundleState(bundle, bundleState{Options: ociruntime.Options{BinaryName: "no-such-runtime-binary", Root: root}}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := Cleanup(context.Background(), "ns", "c1", bundle)

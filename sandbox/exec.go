@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 )
 
 // Event topics of exec processes.
@@ -24,7 +25,7 @@ type ExecRequest struct {
 	ContainerID string
 	ExecID      string
 	Spec        specs.Process
-	Stdio       process.Stdio
+	Stdio       stdio.Stdio
 }
 
 // Exec adds an exec process to a running container and publishes
@@ -66,7 +67,7 @@ func (m *Manager) Exec(ctx context.Context, req ExecRequest) error {
 		Options:     c.options,
 		Namespace:   m.namespace,
 		Children:    m.children(),
-		ReaderWait:  process.ReaderWait,
+		ReaderWait:  stdio.ReaderWait,
 	}, c.engine)
 	m.exits.publish(TopicTaskExecAdded, &eventstypes.TaskExecAdded{ContainerID: req.ContainerID, ExecID: req.ExecID})
 	return nil

@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 )
 
 // runningContainer creates and starts c1 over a fake engine and returns
@@ -93,7 +94,7 @@ func TestExecLifecycleAndEarlyExit(t *testing.T) {
 			p := newPod(t)
 			bundle, _ := runningContainer(t, p)
 			const execPid = 777001
-			exit := process.Exit{Pid: execPid, Status: 5, Timestamp: time.Now()}
+			exit := reaper.Exit{Pid: execPid, Status: 5, Timestamp: time.Now()}
 			var during func()
 			if tt.early {
 				during = func() { p.m.handleExit(exit) }
@@ -164,10 +165,10 @@ func TestExecErrors(t *testing.T) {
 
 	// Exec into a stopped container. The init's exit is held until the
 	// started exec's is out (exits.go rule 3).
-	p.m.handleExit(process.Exit{Pid: initPid, Status: 0, Timestamp: time.Now()})
+	p.m.handleExit(reaper.Exit{Pid: initPid, Status: 0, Timestamp: time.Now()})
 	_, err = p.m.StartExec(ctx, "c1", "e1")
 	check("start exec after the init exited", err, errdefs.IsFailedPrecondition, "FailedPrecondition")
-	p.m.handleExit(process.Exit{Pid: 777002, Status: 137, Timestamp: time.Now()})
+	p.m.handleExit(reaper.Exit{Pid: 777002, Status: 137, Timestamp: time.Now()})
 	if _, err := p.m.Wait(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}
@@ -184,8 +185,8 @@ func TestExecRacesDelete(t *testing.T) {
 	for i := range 50 {
 		id := fmt.Sprintf("c%d", i)
 		pid, e := p.createContainer(t, id)
-		e.delete = func(context.Context, string, *runc.DeleteOpts) error {
-			p.m.handleExit(process.Exit{Pid: pid, Status: 137, Timestamp: time.Now()})
+		e.delete = func(context.Context, string, bool) error {
+			p.m.handleExit(reaper.Exit{Pid: pid, Status: 137, Timestamp: time.Now()})
 			return nil
 		}
 		errs := make(chan error, 8)
@@ -234,7 +235,7 @@ func TestExecStartPanicReleasesInitExit(t *testing.T) {
 		}()
 		_, _ = p.m.StartExec(ctx, "c1", "e1")
 	}()
-	p.m.handleExit(process.Exit{Pid: initPid, Status: 7, Timestamp: time.Now()})
+	p.m.handleExit(reaper.Exit{Pid: initPid, Status: 7, Timestamp: time.Now()})
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if st, err := p.m.Wait(wctx, "c1"); err != nil || st.ExitStatus != 7 {

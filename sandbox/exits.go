@@ -7,10 +7,9 @@ import (
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/errdefs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
-
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
 // exitRouter is the one owner of exits and of the order of the pod's
@@ -86,7 +85,7 @@ type routed struct {
 
 // startWindow collects the exits of unknown pids while one start runs.
 type startWindow struct {
-	exits []process.Exit
+	exits []reaper.Exit
 }
 
 // taskExits is what the router knows of one container. Guarded by
@@ -98,7 +97,7 @@ type taskExits struct {
 	starting int
 	// initExit is the init's exit once seen; published is set once its
 	// TaskExit is out.
-	initExit  *process.Exit
+	initExit  *reaper.Exit
 	published bool
 	// execs counts exec starts in flight and started execs whose exit has
 	// not been published (rule 3).
@@ -156,7 +155,7 @@ func (r *exitRouter) closeWindow(w *startWindow) {
 }
 
 // takeLocked closes w and returns the exit of pid it collected, if any.
-func (r *exitRouter) takeLocked(w *startWindow, pid int) *process.Exit {
+func (r *exitRouter) takeLocked(w *startWindow, pid int) *reaper.Exit {
 	delete(r.windows, w)
 	for _, e := range w.exits {
 		if e.Pid == pid {
@@ -266,7 +265,7 @@ func (r *exitRouter) execStarted(w *startWindow, id, execID string, p exitable, 
 }
 
 // exit routes one reaped exit. It never blocks.
-func (r *exitRouter) exit(e process.Exit) []followUp {
+func (r *exitRouter) exit(e reaper.Exit) []followUp {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	x, ok := r.live[e.Pid]
@@ -283,7 +282,7 @@ func (r *exitRouter) exit(e process.Exit) []followUp {
 	return r.initExitedLocked(x.task, e)
 }
 
-func (r *exitRouter) initExitedLocked(t *taskExits, e process.Exit) []followUp {
+func (r *exitRouter) initExitedLocked(t *taskExits, e reaper.Exit) []followUp {
 	t.initExit = &e
 	if t.killOnExit {
 		t.killing = true
@@ -302,7 +301,7 @@ func (r *exitRouter) killedAll(id string) {
 	}
 }
 
-func (r *exitRouter) execExitedLocked(x *routed, e process.Exit) []followUp {
+func (r *exitRouter) execExitedLocked(x *routed, e reaper.Exit) []followUp {
 	x.p.SetExited(e.Status, e.Timestamp)
 	r.events.push(TopicTaskExit, &eventstypes.TaskExit{
 		ContainerID: x.task.id,

@@ -9,9 +9,8 @@ import (
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/errdefs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
 // sink records what the router publishes, as "topic id[/exec] [status]".
@@ -222,7 +221,7 @@ func TestExitRouterRules(t *testing.T) {
 				case "create":
 					w := r.openWindow()
 					if st.n != 0 {
-						fs = append(fs, r.exit(process.Exit{Pid: st.pid, Status: st.n})...)
+						fs = append(fs, r.exit(reaper.Exit{Pid: st.pid, Status: st.n})...)
 					}
 					inits[st.id] = &recorder{}
 					id := st.id
@@ -244,7 +243,7 @@ func TestExitRouterRules(t *testing.T) {
 				case "execStarted", "execFailed":
 					fs = r.execStarted(windows[st.exec], st.id, st.exec, &recorder{}, st.pid, st.op == "execStarted")
 				case "exit":
-					fs = r.exit(process.Exit{Pid: st.pid, Status: st.n})
+					fs = r.exit(reaper.Exit{Pid: st.pid, Status: st.n})
 				case "oomCounter":
 					counters[st.id] = uint64(st.n)
 				case "killedAll":

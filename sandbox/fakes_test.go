@@ -13,31 +13,31 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
-// fakeEngine is the OCI runtime below process.Engine: it records calls
+// fakeEngine is the OCI runtime below ociruntime.Runtime: it records calls
 // and runs the hook set for a verb.
 type fakeEngine struct {
 	mu    sync.Mutex
 	calls []string
 
 	create func(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error
-	start  func(ctx context.Context, id string) error
+	start  func(ctx context.Context, id string, pidfd int) error
 	exec   func(ctx context.Context, id string, spec specs.Process, opts *runc.ExecOpts) error
-	kill   func(ctx context.Context, id string, sig int, opts *runc.KillOpts) error
-	delete func(ctx context.Context, id string, opts *runc.DeleteOpts) error
+	kill   func(ctx context.Context, id string, sig int, all bool) error
+	delete func(ctx context.Context, id string, stopped bool) error
 	ps     func(ctx context.Context, id string) ([]int, error)
 	update func(ctx context.Context, id string, resources *specs.LinuxResources) error
 	pause  func(ctx context.Context, id string) error
 	resume func(ctx context.Context, id string) error
 }
 
-var _ process.Engine = (*fakeEngine)(nil)
+var _ ociruntime.Runtime = (*fakeEngine)(nil)
 
 func (e *fakeEngine) record(format string, args ...any) {
 	e.mu.Lock()
@@ -83,10 +83,10 @@ func (e *fakeEngine) Resume(ctx context.Context, id string) error {
 	return nil
 }
 
-func (e *fakeEngine) Start(ctx context.Context, id string) error {
+func (e *fakeEngine) Start(ctx context.Context, id string, pidfd int) error {
 	e.record("start %s", id)
 	if e.start != nil {
-		return e.start(ctx, id)
+		return e.start(ctx, id, pidfd)
 	}
 	return nil
 }
@@ -99,20 +99,25 @@ func (e *fakeEngine) Exec(ctx context.Context, id string, spec specs.Process, op
 	return nil
 }
 
-func (e *fakeEngine) Kill(ctx context.Context, id string, sig int, opts *runc.KillOpts) error {
-	e.record("kill %s %d all=%v", id, sig, opts != nil && opts.All)
+func (e *fakeEngine) Kill(ctx context.Context, id string, sig int, all bool) error {
+	e.record("kill %s %d all=%v", id, sig, all)
 	if e.kill != nil {
-		return e.kill(ctx, id, sig, opts)
+		return e.kill(ctx, id, sig, all)
 	}
 	return nil
 }
 
-func (e *fakeEngine) Delete(ctx context.Context, id string, opts *runc.DeleteOpts) error {
-	e.record("delete %s force=%v", id, opts != nil && opts.Force)
+func (e *fakeEngine) Delete(ctx context.Context, id string, stopped bool) error {
+	e.record("delete %s stopped=%v", id, stopped)
 	if e.delete != nil {
-		return e.delete(ctx, id, opts)
+		return e.delete(ctx, id, stopped)
 	}
 	return nil
+}
+
+// CgroupPaths answers that the fake keeps no cgroups.
+func (e *fakeEngine) CgroupPaths(id string, _ int) (map[string]string, error) {
+	return nil, fmt.Errorf("fake engine: no cgroups for %s: %w", id, errdefs.ErrNotFound)
 }
 
 func (e *fakeEngine) Ps(ctx context.Context, id string) ([]int, error) {
@@ -224,7 +229,7 @@ func newPod(t *testing.T) *pod {
 	p.m = NewManager(context.Background(), Config{
 		Namespace: "testns",
 		Publisher: p.pub,
-		NewEngine: func(_ process.RuntimeOptions, bundle string) process.Engine {
+		NewEngine: func(_ ociruntime.Options, bundle string) ociruntime.Runtime {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			e, ok := p.engines[bundle]

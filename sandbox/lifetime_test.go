@@ -17,6 +17,7 @@ import (
 	runc "github.com/containerd/go-runc"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 )
 
 // mayExit reports whether the shim would decide to exit now.
@@ -145,7 +146,7 @@ func remove(id string) step {
 			return err
 		}
 		if st.State != process.Stopped {
-			p.m.handleExit(process.Exit{Pid: st.Pid, Timestamp: time.Now()})
+			p.m.handleExit(reaper.Exit{Pid: st.Pid, Timestamp: time.Now()})
 		}
 		_, err = p.m.Delete(context.Background(), id)
 		return err

@@ -17,11 +17,15 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/rootfs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 )
 
 // EngineFactory returns the OCI runtime for one container.
-type EngineFactory func(opts process.RuntimeOptions, bundle string) process.Engine
+type EngineFactory func(opts ociruntime.Options, bundle string) ociruntime.Runtime
 
 // Config wires a Manager.
 type Config struct {
@@ -29,7 +33,7 @@ type Config struct {
 	Namespace string
 	Publisher Publisher
 	// Reaper is the shim's one reaper; the Manager runs its loop.
-	Reaper *process.Reaper
+	Reaper *reaper.Reaper
 	// NewEngine defaults to runc through go-runc.
 	NewEngine EngineFactory
 }
@@ -42,7 +46,7 @@ type Manager struct {
 	newEngine EngineFactory
 	// reaper starts the processes the shim runs besides runc (logging
 	// binaries); nil in tests that fake the runtime.
-	reaper *process.Reaper
+	reaper *reaper.Reaper
 	events *eventQueue
 	exits  *exitRouter
 	// ctx is what work outliving a request runs with (follow-ups of
@@ -67,13 +71,13 @@ type Manager struct {
 type container struct {
 	init *process.Init
 	// rootfs is kept for the TaskCreate event.
-	rootfs []process.Mount
+	rootfs []rootfs.Mount
 	// bundle, options and engine are what exec processes are run with;
 	// the engine is the init's, made once per container (not per exec:
 	// exec probes are the hot path) and safe for concurrent use.
 	bundle  string
-	options process.RuntimeOptions
-	engine  process.Engine
+	options ociruntime.Options
+	engine  ociruntime.Runtime
 	// execs are the container's exec processes by exec id; nil once the
 	// container is deleted. Guarded by Manager.mu.
 	execs map[string]*process.Exec
@@ -98,8 +102,8 @@ func NewManager(ctx context.Context, cfg Config) *Manager {
 		containers: make(map[string]*container),
 	}
 	if m.newEngine == nil {
-		m.newEngine = func(opts process.RuntimeOptions, bundle string) process.Engine {
-			return process.NewRuncEngine(opts, cfg.Namespace, bundle)
+		m.newEngine = func(opts ociruntime.Options, bundle string) ociruntime.Runtime {
+			return ociruntime.New(opts, cfg.Namespace, bundle)
 		}
 	}
 	m.wg.Add(1)
@@ -121,9 +125,9 @@ func NewManager(ctx context.Context, cfg Config) *Manager {
 type CreateRequest struct {
 	ID      string
 	Bundle  string
-	Rootfs  []process.Mount
-	Stdio   process.Stdio
-	Options process.RuntimeOptions
+	Rootfs  []rootfs.Mount
+	Stdio   stdio.Stdio
+	Options ociruntime.Options
 }
 
 // Create creates a container and publishes TaskCreate. It returns the pid
@@ -209,7 +213,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 	return pid, nil
 }
 
-func (m *Manager) create(ctx context.Context, req CreateRequest, sp *spec, engine process.Engine) (*process.Init, int, error) {
+func (m *Manager) create(ctx context.Context, req CreateRequest, sp *spec, engine ociruntime.Runtime) (*process.Init, int, error) {
 	if err := writeBundleState(req.Bundle, bundleState{Options: req.Options}); err != nil {
 		return nil, 0, fmt.Errorf("create %q: %w", req.ID, err)
 	}
@@ -221,7 +225,7 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, sp *spec, engin
 		Options:            req.Options,
 		Namespace:          m.namespace,
 		Children:           m.children(),
-		ReaderWait:         process.ReaderWait,
+		ReaderWait:         stdio.ReaderWait,
 		SharedPidNamespace: !sp.ownPidNamespace(),
 	}, engine)
 	pid, err := p.Create(ctx)
@@ -242,7 +246,7 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, sp *spec, engin
 }
 
 // children is what starts logging binaries: the reaper, or nothing.
-func (m *Manager) children() process.ChildStarter {
+func (m *Manager) children() stdio.ChildStarter {
 	if m.reaper == nil {
 		return nil
 	}
@@ -252,7 +256,7 @@ func (m *Manager) children() process.ChildStarter {
 // handleExit is the reaper's handler for every exit it does not route to
 // a runtime command. It must not block: the router only updates state and
 // queues events, and its follow-ups run on goroutines of their own.
-func (m *Manager) handleExit(e process.Exit) {
+func (m *Manager) handleExit(e reaper.Exit) {
 	m.runFollowUps(m.exits.exit(e))
 }
 
@@ -426,7 +430,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	return err
 }
 
-func mountsToAPI(mounts []process.Mount) []*types.Mount {
+func mountsToAPI(mounts []rootfs.Mount) []*types.Mount {
 	out := make([]*types.Mount, 0, len(mounts))
 	for _, mt := range mounts {
 		out = append(out, &types.Mount{Type: mt.Type, Source: mt.Source, Target: mt.Target, Options: mt.Options})

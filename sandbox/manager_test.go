@@ -17,7 +17,11 @@ import (
 	runc "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/rootfs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 )
 
 var lifecycleTopics = []string{TopicTaskCreate, TopicTaskStart, TopicTaskExit, TopicTaskDelete}
@@ -35,8 +39,8 @@ func TestManagerEventOrder(t *testing.T) {
 	pid, err := p.m.Create(ctx, CreateRequest{
 		ID:      "c1",
 		Bundle:  bundle,
-		Stdio:   process.Stdio{Stdout: out, Stderr: out},
-		Options: process.RuntimeOptions{BinaryName: "crun"},
+		Stdio:   stdio.Stdio{Stdout: out, Stderr: out},
+		Options: ociruntime.Options{BinaryName: "crun"},
 	})
 	if err != nil {
 		t.Fatalf("Create: %v", err)
@@ -45,7 +49,7 @@ func TestManagerEventOrder(t *testing.T) {
 		t.Fatalf("Start: got (%d, %v), want (%d, nil)", got, err, pid)
 	}
 	exitedAt := time.Date(2024, 3, 4, 5, 6, 7, 0, time.UTC)
-	p.m.handleExit(process.Exit{Pid: pid, Status: 3, Timestamp: exitedAt})
+	p.m.handleExit(reaper.Exit{Pid: pid, Status: 3, Timestamp: exitedAt})
 	st, err := p.m.Wait(ctx, "c1")
 	if err != nil || st.ExitStatus != 3 {
 		t.Fatalf("Wait: got (%d, %v), want (3, nil)", st.ExitStatus, err)
@@ -101,7 +105,7 @@ func TestManagerExitDuringStart(t *testing.T) {
 	p := newPod(t)
 	pid, e := p.createContainer(t, "c1")
 	entered, release := make(chan struct{}), make(chan struct{})
-	e.start = func(context.Context, string) error {
+	e.start = func(context.Context, string, int) error {
 		close(entered)
 		<-release
 		return nil
@@ -112,7 +116,7 @@ func TestManagerExitDuringStart(t *testing.T) {
 		started <- err
 	}()
 	<-entered
-	p.m.handleExit(process.Exit{Pid: pid, Status: 9, Timestamp: time.Now()})
+	p.m.handleExit(reaper.Exit{Pid: pid, Status: 9, Timestamp: time.Now()})
 	close(release)
 	if err := <-started; err != nil {
 		t.Fatalf("Start: %v", err)
@@ -144,7 +148,7 @@ func TestManagerExitDuringCreate(t *testing.T) {
 		if err := writePid(pid)(ctx, id, b, opts); err != nil {
 			return err
 		}
-		p.m.handleExit(process.Exit{Pid: pid, Status: 5, Timestamp: exitedAt})
+		p.m.handleExit(reaper.Exit{Pid: pid, Status: 5, Timestamp: exitedAt})
 		return nil
 	}
 	got, err := p.m.Create(ctx, CreateRequest{ID: "c1", Bundle: bundle})
@@ -187,8 +191,8 @@ func TestManagerDeleteCreated(t *testing.T) {
 	ctx := context.Background()
 	p := newPod(t)
 	pid, e := p.createContainer(t, "c1")
-	e.delete = func(context.Context, string, *runc.DeleteOpts) error {
-		go p.m.handleExit(process.Exit{Pid: pid, Status: 137, Timestamp: time.Now()})
+	e.delete = func(context.Context, string, bool) error {
+		go p.m.handleExit(reaper.Exit{Pid: pid, Status: 137, Timestamp: time.Now()})
 		return nil
 	}
 	st, err := p.m.Delete(ctx, "c1")
@@ -211,9 +215,9 @@ func TestManagerExitReportedOnce(t *testing.T) {
 	if _, err := p.m.Start(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}
-	p.m.handleExit(process.Exit{Pid: pid, Status: 1, Timestamp: time.Now()})
-	p.m.handleExit(process.Exit{Pid: pid, Status: 2, Timestamp: time.Now()})
-	p.m.handleExit(process.Exit{Pid: 1 << 30, Status: 3, Timestamp: time.Now()})
+	p.m.handleExit(reaper.Exit{Pid: pid, Status: 1, Timestamp: time.Now()})
+	p.m.handleExit(reaper.Exit{Pid: pid, Status: 2, Timestamp: time.Now()})
+	p.m.handleExit(reaper.Exit{Pid: 1 << 30, Status: 3, Timestamp: time.Now()})
 	if st, _ := p.m.State(ctx, "c1"); st.ExitStatus != 1 {
 		t.Errorf("exit status: got %d, want the first report, 1", st.ExitStatus)
 	}
@@ -390,8 +394,8 @@ func TestManagerBadCreateDoesNotDisturb(t *testing.T) {
 		{"empty id", CreateRequest{ID: "", Bundle: newBundle(t, nil)}},
 		{"relative bundle", CreateRequest{ID: "x", Bundle: "bundle"}},
 		{"missing bundle", CreateRequest{ID: "x", Bundle: "/nonexistent/bundle"}},
-		{"escaping rootfs target", CreateRequest{ID: "x", Bundle: newBundle(t, nil), Rootfs: []process.Mount{{Type: "bind", Source: "/", Target: "../x"}}}},
-		{"relative stdout", CreateRequest{ID: "x", Bundle: newBundle(t, nil), Stdio: process.Stdio{Stdout: "out"}}},
+		{"escaping rootfs target", CreateRequest{ID: "x", Bundle: newBundle(t, nil), Rootfs: []rootfs.Mount{{Type: "bind", Source: "/", Target: "../x"}}}},
+		{"relative stdout", CreateRequest{ID: "x", Bundle: newBundle(t, nil), Stdio: stdio.Stdio{Stdout: "out"}}},
 		{"runtime create fails", CreateRequest{ID: "x", Bundle: failing}},
 	}
 	for _, tt := range bad {
@@ -408,7 +412,7 @@ func TestManagerBadCreateDoesNotDisturb(t *testing.T) {
 	if _, err := p.m.State(ctx, "x"); !errdefs.IsNotFound(err) {
 		t.Errorf("failed create left id x behind: State = %v", err)
 	}
-	if want := []string{"create x", "delete x force=true"}; !slices.Equal(p.engineFor(failing).Calls(), want) {
+	if want := []string{"create x", "delete x stopped=false"}; !slices.Equal(p.engineFor(failing).Calls(), want) {
 		t.Errorf("failed create's runtime calls: got %q, want %q", p.engineFor(failing).Calls(), want)
 	}
 	if want := []string{"create good", "start good"}; !slices.Equal(e.Calls(), want) {
@@ -433,7 +437,7 @@ func TestManagerShutdown(t *testing.T) {
 	if isDone() {
 		t.Fatal("Shutdown with a container left let the shim exit")
 	}
-	p.m.handleExit(process.Exit{Pid: pid, Status: 0, Timestamp: time.Now()})
+	p.m.handleExit(reaper.Exit{Pid: pid, Status: 0, Timestamp: time.Now()})
 	p.m.Shutdown(ctx)
 	if isDone() {
 		t.Fatal("Shutdown with a stopped but undeleted container let the shim exit")
@@ -508,7 +512,7 @@ func TestManagerPublishRetry(t *testing.T) {
 	if _, err := p.m.Start(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}
-	p.m.handleExit(process.Exit{Pid: pid, Status: 0, Timestamp: time.Now()})
+	p.m.handleExit(reaper.Exit{Pid: pid, Status: 0, Timestamp: time.Now()})
 	if _, err := p.m.Delete(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}
@@ -574,7 +578,7 @@ func TestManagerConcurrentCreates(t *testing.T) {
 				return err
 			}
 			if early {
-				p.m.handleExit(process.Exit{Pid: c.pid, Status: status, Timestamp: time.Now()})
+				p.m.handleExit(reaper.Exit{Pid: c.pid, Status: status, Timestamp: time.Now()})
 			}
 			return nil
 		}
@@ -590,7 +594,7 @@ func TestManagerConcurrentCreates(t *testing.T) {
 				return
 			}
 			if i%2 == 1 {
-				p.m.handleExit(process.Exit{Pid: c.pid, Status: 10 + i, Timestamp: time.Now()})
+				p.m.handleExit(reaper.Exit{Pid: c.pid, Status: 10 + i, Timestamp: time.Now()})
 			}
 		}()
 	}
@@ -610,7 +614,7 @@ func TestManagerConcurrentCreates(t *testing.T) {
 }
 
 func TestMountsToAPI(t *testing.T) {
-	in := []process.Mount{
+	in := []rootfs.Mount{
 		{Type: "overlay", Source: "overlay", Options: []string{"lowerdir=/l", "upperdir=/u"}},
 		{Type: "bind", Source: "/src", Target: "sub", Options: []string{"rbind", "ro"}},
 	}

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 	"golang.org/x/sys/unix"
-
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
 // realPod is a Manager whose exits come from a real reaper; each fake
@@ -32,8 +32,8 @@ func newRealPod(t *testing.T) *realPod {
 	p.m = NewManager(context.Background(), Config{
 		Namespace: "testns",
 		Publisher: p.pub,
-		Reaper:    process.NewReaper(),
-		NewEngine: func(_ process.RuntimeOptions, bundle string) process.Engine {
+		Reaper:    reaper.NewReaper(),
+		NewEngine: func(_ ociruntime.Options, bundle string) ociruntime.Runtime {
 			return &fakeEngine{create: func(ctx context.Context, id, b string, opts *runc.CreateOpts) error {
 				p.mu.Lock()
 				args := p.args[bundle]

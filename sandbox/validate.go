@@ -10,8 +10,7 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/errdefs"
-
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 )
 
 // maxPath is the longest bundle or stream path accepted; the kernel's
@@ -45,13 +44,13 @@ func validateCreate(req CreateRequest) (*spec, error) {
 
 // validateStdio rejects stream names no process could be given: too long,
 // relative, or a log URI that is malformed or in the wrong place.
-func validateStdio(s process.Stdio) error {
+func validateStdio(s stdio.Stdio) error {
 	for _, p := range []string{s.Stdin, s.Stdout, s.Stderr} {
 		if len(p) > maxPath {
 			return fmt.Errorf("stream path of %d bytes: %w", len(p), errdefs.ErrInvalidArgument)
 		}
 	}
-	return process.ValidateStdio(s)
+	return stdio.ValidateStdio(s)
 }
 
 // validateBundle checks that bundle is a clean absolute directory holding a

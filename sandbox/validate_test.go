@@ -9,8 +9,9 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
-
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/rootfs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 )
 
 func TestValidateCreate(t *testing.T) {
@@ -62,11 +63,11 @@ func TestValidateCreate(t *testing.T) {
 		{name: "garbage config.json", req: CreateRequest{ID: "c1", Bundle: garbage}, want: errdefs.ErrInvalidArgument},
 		{name: "config.json without root", req: CreateRequest{ID: "c1", Bundle: noRoot}, want: errdefs.ErrInvalidArgument},
 		{name: "config.json with empty root path", req: CreateRequest{ID: "c1", Bundle: emptyRoot}, want: errdefs.ErrInvalidArgument},
-		{name: "rootfs target dotdot", req: CreateRequest{ID: "c1", Bundle: good, Rootfs: []process.Mount{{Type: "bind", Source: "/x", Target: "../x"}}}, want: errdefs.ErrInvalidArgument},
-		{name: "rootfs target absolute", req: CreateRequest{ID: "c1", Bundle: good, Rootfs: []process.Mount{{Type: "bind", Source: "/x", Target: "/etc"}}}, want: errdefs.ErrInvalidArgument},
-		{name: "rootfs target inside", req: CreateRequest{ID: "c1", Bundle: good, Rootfs: []process.Mount{{Type: "bind", Source: "/x", Target: "a/b"}}}},
-		{name: "rootfs mount without type", req: CreateRequest{ID: "c1", Bundle: good, Rootfs: []process.Mount{{Source: "/x"}}}, want: errdefs.ErrInvalidArgument},
-		{name: "stream path over PATH_MAX", req: CreateRequest{ID: "c1", Bundle: good, Stdio: process.Stdio{Stdout: "/" + strings.Repeat("a", 5000)}}, want: errdefs.ErrInvalidArgument},
+		{name: "rootfs target dotdot", req: CreateRequest{ID: "c1", Bundle: good, Rootfs: []rootfs.Mount{{Type: "bind", Source: "/x", Target: "../x"}}}, want: errdefs.ErrInvalidArgument},
+		{name: "rootfs target absolute", req: CreateRequest{ID: "c1", Bundle: good, Rootfs: []rootfs.Mount{{Type: "bind", Source: "/x", Target: "/etc"}}}, want: errdefs.ErrInvalidArgument},
+		{name: "rootfs target inside", req: CreateRequest{ID: "c1", Bundle: good, Rootfs: []rootfs.Mount{{Type: "bind", Source: "/x", Target: "a/b"}}}},
+		{name: "rootfs mount without type", req: CreateRequest{ID: "c1", Bundle: good, Rootfs: []rootfs.Mount{{Source: "/x"}}}, want: errdefs.ErrInvalidArgument},
+		{name: "stream path over PATH_MAX", req: CreateRequest{ID: "c1", Bundle: good, Stdio: stdio.Stdio{Stdout: "/" + strings.Repeat("a", 5000)}}, want: errdefs.ErrInvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,7 +129,7 @@ func TestBundleState(t *testing.T) {
 	if err != nil || st != (bundleState{}) {
 		t.Fatalf("readBundleState with no file: got (%+v, %v), want zero state", st, err)
 	}
-	want := bundleState{Options: process.RuntimeOptions{BinaryName: "crun", Root: "/run/crun", SystemdCgroup: true, IoUID: 1, IoGID: 2, ShimCgroup: "/shim"}}
+	want := bundleState{Options: ociruntime.Options{BinaryName: "crun", Root: "/run/crun", SystemdCgroup: true, IoUID: 1, IoGID: 2, ShimCgroup: "/shim"}}
 	if err := writeBundleState(dir, want); err != nil {
 		t.Fatal(err)
 	}

@@ -9,11 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/sandbox"
 )
 
@@ -54,7 +56,7 @@ func (e *forkEngine) fork(pidFile string) error {
 	return os.WriteFile(pidFile, []byte(fmt.Sprint(cmd.Process.Pid)), 0o600)
 }
 
-func (e *forkEngine) Start(ctx context.Context, id string) error {
+func (e *forkEngine) Start(ctx context.Context, id string, pidfd int) error {
 	e.record("start " + id)
 	return nil
 }
@@ -67,14 +69,19 @@ func (e *forkEngine) Exec(ctx context.Context, id string, spec specs.Process, op
 	return nil
 }
 
-func (e *forkEngine) Kill(ctx context.Context, id string, sig int, opts *runc.KillOpts) error {
+func (e *forkEngine) Kill(ctx context.Context, id string, sig int, all bool) error {
 	e.record(fmt.Sprintf("kill %s %d", id, sig))
 	return nil
 }
 
-func (e *forkEngine) Delete(ctx context.Context, id string, opts *runc.DeleteOpts) error {
+func (e *forkEngine) Delete(ctx context.Context, id string, stopped bool) error {
 	e.record("delete " + id)
 	return nil
+}
+
+// CgroupPaths answers that the fake keeps no cgroups.
+func (e *forkEngine) CgroupPaths(id string, _ int) (map[string]string, error) {
+	return nil, fmt.Errorf("fork engine: no cgroups for %s: %w", id, errdefs.ErrNotFound)
 }
 
 func (e *forkEngine) Update(ctx context.Context, id string, resources *specs.LinuxResources) error {
@@ -127,8 +134,8 @@ func newTestTask(t *testing.T, args ...string) (*Task, *forkEngine) {
 	m := sandbox.NewManager(context.Background(), sandbox.Config{
 		Namespace: "testns",
 		Publisher: nopPublisher{},
-		Reaper:    process.NewReaper(),
-		NewEngine: func(process.RuntimeOptions, string) process.Engine { return eng },
+		Reaper:    reaper.NewReaper(),
+		NewEngine: func(ociruntime.Options, string) ociruntime.Runtime { return eng },
 	})
 	t.Cleanup(func() {
 		eng.cleanup()
@@ -138,7 +145,7 @@ func newTestTask(t *testing.T, args ...string) (*Task, *forkEngine) {
 			t.Errorf("Manager.Close: %v", err)
 		}
 	})
-	return NewTask(m, process.RuntimeOptions{}), eng
+	return NewTask(m, ociruntime.Options{}), eng
 }
 
 // newBundle makes a bundle with a minimal config.json: a container with

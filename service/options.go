@@ -8,10 +8,9 @@ import (
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
 // runcOptionsType is the type URL containerd gives io.containerd.runc.v1.Options.
@@ -21,7 +20,7 @@ const runcOptionsType = "containerd.runc.v1.Options"
 // shim's defaults; any type but runc's options is refused, as the runc shim
 // does, so a misconfigured runtime fails loudly instead of running with
 // defaults.
-func runtimeOptions(a *anypb.Any, defaults process.RuntimeOptions) (process.RuntimeOptions, error) {
+func runtimeOptions(a *anypb.Any, defaults ociruntime.Options) (ociruntime.Options, error) {
 	if a == nil || (a.TypeUrl == "" && len(a.Value) == 0) {
 		return defaults, nil
 	}
@@ -33,20 +32,20 @@ func runtimeOptions(a *anypb.Any, defaults process.RuntimeOptions) (process.Runt
 // or the runtimeoptions.v1.Options that containerd's CRI plugin sends a
 // runtime_type other than io.containerd.runc.v2, with the runtime table's
 // options section as TOML.
-func DecodeRuntimeOptions(typeURL string, value []byte) (process.RuntimeOptions, error) {
+func DecodeRuntimeOptions(typeURL string, value []byte) (ociruntime.Options, error) {
 	// containerd has sent both the bare name and a URL ending in /name.
 	is := func(name string) bool { return typeURL == name || strings.HasSuffix(typeURL, "/"+name) }
 	if is(criOptionsType) {
 		return decodeCRIOptions(value)
 	}
 	if !is(runcOptionsType) {
-		return process.RuntimeOptions{}, fmt.Errorf("runtime options of type %q, want %q or %q: %w", typeURL, runcOptionsType, criOptionsType, errdefs.ErrInvalidArgument)
+		return ociruntime.Options{}, fmt.Errorf("runtime options of type %q, want %q or %q: %w", typeURL, runcOptionsType, criOptionsType, errdefs.ErrInvalidArgument)
 	}
 	var o options.Options
 	if err := proto.Unmarshal(value, &o); err != nil {
-		return process.RuntimeOptions{}, fmt.Errorf("decode runtime options: %v: %w", err, errdefs.ErrInvalidArgument)
+		return ociruntime.Options{}, fmt.Errorf("decode runtime options: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	return process.RuntimeOptions{
+	return ociruntime.Options{
 		BinaryName:    o.BinaryName,
 		Root:          o.Root,
 		SystemdCgroup: o.SystemdCgroup,

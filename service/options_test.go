@@ -6,10 +6,9 @@ import (
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
 var fullOptions = &options.Options{
@@ -25,7 +24,7 @@ var fullOptions = &options.Options{
 	CriuWorkPath:  "/criu/work",
 }
 
-var fullRuntimeOptions = process.RuntimeOptions{
+var fullRuntimeOptions = ociruntime.Options{
 	BinaryName:    "/usr/local/bin/crun",
 	Root:          "/run/crun",
 	SystemdCgroup: true,
@@ -47,13 +46,13 @@ func TestDecodeRuntimeOptions(t *testing.T) {
 		name    string
 		typeURL string
 		value   []byte
-		want    process.RuntimeOptions
+		want    ociruntime.Options
 		wantErr error
 	}{
 		{name: "bare name", typeURL: "containerd.runc.v1.Options", value: full, want: fullRuntimeOptions},
 		{name: "containerd typeurl", typeURL: "types.containerd.io/containerd.runc.v1.Options", value: full, want: fullRuntimeOptions},
 		{name: "anypb typeurl", typeURL: "type.googleapis.com/containerd.runc.v1.Options", value: full, want: fullRuntimeOptions},
-		{name: "empty value", typeURL: "containerd.runc.v1.Options", value: nil, want: process.RuntimeOptions{}},
+		{name: "empty value", typeURL: "containerd.runc.v1.Options", value: nil, want: ociruntime.Options{}},
 		{name: "other runtime's options", typeURL: "containerd.runhcs.v1.Options", value: full, wantErr: errdefs.ErrInvalidArgument},
 		{name: "runtime name, not type", typeURL: "io.containerd.runc.v1.Options", value: full, wantErr: errdefs.ErrInvalidArgument},
 		{name: "suffix without slash", typeURL: "xcontainerd.runc.v1.Options", value: full, wantErr: errdefs.ErrInvalidArgument},
@@ -83,7 +82,7 @@ func TestDecodeRuntimeOptions(t *testing.T) {
 }
 
 func TestRuntimeOptions(t *testing.T) {
-	defaults := process.RuntimeOptions{BinaryName: "default-runtime", Root: "/default/root"}
+	defaults := ociruntime.Options{BinaryName: "default-runtime", Root: "/default/root"}
 	packed, err := anypb.New(fullOptions)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +90,7 @@ func TestRuntimeOptions(t *testing.T) {
 	tests := []struct {
 		name    string
 		in      *anypb.Any
-		want    process.RuntimeOptions
+		want    ociruntime.Options
 		wantErr error
 	}{
 		{name: "nil", in: nil, want: defaults},

@@ -10,9 +10,8 @@ import (
 
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/errdefs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
 // criOptionsType is the type URL of the options containerd's CRI plugin
@@ -24,25 +23,25 @@ const criOptionsType = "runtimeoptions.v1.Options"
 // decodeCRIOptions reads runc's option names (BinaryName, SystemdCgroup,
 // ...) from the TOML that CRI passes on. containerd 1.6 sends an empty
 // body: the shim's defaults apply.
-func decodeCRIOptions(value []byte) (process.RuntimeOptions, error) {
+func decodeCRIOptions(value []byte) (ociruntime.Options, error) {
 	var o runtimeoptions.Options
 	if err := proto.Unmarshal(value, &o); err != nil {
-		return process.RuntimeOptions{}, fmt.Errorf("decode CRI runtime options: %v: %w", err, errdefs.ErrInvalidArgument)
+		return ociruntime.Options{}, fmt.Errorf("decode CRI runtime options: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	body := o.ConfigBody
 	if len(body) == 0 && o.ConfigPath != "" {
 		data, err := os.ReadFile(o.ConfigPath)
 		if errors.Is(err, os.ErrNotExist) {
-			return process.RuntimeOptions{}, fmt.Errorf("runtime options ConfigPath %q: %w", o.ConfigPath, errdefs.ErrNotFound)
+			return ociruntime.Options{}, fmt.Errorf("runtime options ConfigPath %q: %w", o.ConfigPath, errdefs.ErrNotFound)
 		}
 		if err != nil {
-			return process.RuntimeOptions{}, fmt.Errorf("runtime options ConfigPath %q: %v: %w", o.ConfigPath, err, errdefs.ErrInvalidArgument)
+			return ociruntime.Options{}, fmt.Errorf("runtime options ConfigPath %q: %v: %w", o.ConfigPath, err, errdefs.ErrInvalidArgument)
 		}
 		body = data
 	}
 	values, err := parseFlatTOML(string(body))
 	if err != nil {
-		return process.RuntimeOptions{}, fmt.Errorf("runtime options: %w", err)
+		return ociruntime.Options{}, fmt.Errorf("runtime options: %w", err)
 	}
 	return optionsFromTOML(values)
 }
@@ -51,8 +50,8 @@ func decodeCRIOptions(value []byte) (process.RuntimeOptions, error) {
 // containerd's TOML decoder matches them, without regard to case, and
 // snake_case is accepted too; names the shim does not know (ConfigPath,
 // another runtime's) are ignored, as the runc shim ignores them.
-func optionsFromTOML(values map[string]any) (process.RuntimeOptions, error) {
-	var o process.RuntimeOptions
+func optionsFromTOML(values map[string]any) (ociruntime.Options, error) {
+	var o ociruntime.Options
 	str := map[string]*string{
 		"binaryname": &o.BinaryName, "root": &o.Root, "shimcgroup": &o.ShimCgroup,
 		"criuimagepath": &o.CriuImagePath, "criuworkpath": &o.CriuWorkPath,

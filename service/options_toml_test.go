@@ -8,9 +8,8 @@ import (
 
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/errdefs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
 func criOptions(t *testing.T, o *runtimeoptions.Options) []byte {
@@ -33,17 +32,17 @@ func TestDecodeCRIOptions(t *testing.T) {
 	tests := []struct {
 		name string
 		opts *runtimeoptions.Options
-		want process.RuntimeOptions
+		want ociruntime.Options
 		err  error
 	}{
-		{name: "containerd 1.6: empty", opts: &runtimeoptions.Options{}, want: process.RuntimeOptions{}},
+		{name: "containerd 1.6: empty", opts: &runtimeoptions.Options{}, want: ociruntime.Options{}},
 		{name: "containerd 2.x body", opts: &runtimeoptions.Options{ConfigBody: []byte(
 			"BinaryName = 'runc'\nConfigPath = ''\nIoGid = 1000\nIoUid = 1000\nNoNewKeyring = true\nNoPivotRoot = false\nRoot = '/run/x y'\nShimCgroup = '/shim'\nSystemdCgroup = true\n")},
-			want: process.RuntimeOptions{BinaryName: "runc", IoUID: 1000, IoGID: 1000, NoNewKeyring: true, Root: "/run/x y", ShimCgroup: "/shim", SystemdCgroup: true}},
+			want: ociruntime.Options{BinaryName: "runc", IoUID: 1000, IoGID: 1000, NoNewKeyring: true, Root: "/run/x y", ShimCgroup: "/shim", SystemdCgroup: true}},
 		{name: "basic strings, comments, snake case", opts: &runtimeoptions.Options{ConfigBody: []byte(
 			"# the runtime\nbinary_name = \"/usr/bin/run\\\"c\\u00e9\"  # quoted\n\n\"criu_image_path\" = '/c'\nunknown_key = 'ignored'\n")},
-			want: process.RuntimeOptions{BinaryName: "/usr/bin/run\"cé", CriuImagePath: "/c"}},
-		{name: "config path", opts: &runtimeoptions.Options{ConfigPath: path}, want: process.RuntimeOptions{BinaryName: "/opt/crun", IoUID: 7}},
+			want: ociruntime.Options{BinaryName: "/usr/bin/run\"cé", CriuImagePath: "/c"}},
+		{name: "config path", opts: &runtimeoptions.Options{ConfigPath: path}, want: ociruntime.Options{BinaryName: "/opt/crun", IoUID: 7}},
 		{name: "missing config path", opts: &runtimeoptions.Options{ConfigPath: path + ".missing"}, err: errdefs.ErrNotFound},
 		{name: "table", opts: &runtimeoptions.Options{ConfigBody: []byte("[options]\nBinaryName = 'runc'\n")}, err: errdefs.ErrInvalidArgument},
 		{name: "wrong type", opts: &runtimeoptions.Options{ConfigBody: []byte("SystemdCgroup = 'yes'\n")}, err: errdefs.ErrInvalidArgument},

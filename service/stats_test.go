@@ -14,12 +14,13 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/sandbox"
 )
 
 // cgroupForkEngine is a forkEngine whose containers' cgroups are the fake
-// tree at paths (process.CgroupEngine).
+// tree at paths.
 type cgroupForkEngine struct {
 	*forkEngine
 	paths map[string]string
@@ -35,8 +36,8 @@ func newStatsTask(t *testing.T, paths map[string]string) *Task {
 	m := sandbox.NewManager(context.Background(), sandbox.Config{
 		Namespace: "testns",
 		Publisher: nopPublisher{},
-		Reaper:    process.NewReaper(),
-		NewEngine: func(process.RuntimeOptions, string) process.Engine { return eng },
+		Reaper:    reaper.NewReaper(),
+		NewEngine: func(ociruntime.Options, string) ociruntime.Runtime { return eng },
 	})
 	t.Cleanup(func() {
 		fork.cleanup()
@@ -46,7 +47,7 @@ func newStatsTask(t *testing.T, paths map[string]string) *Task {
 			t.Errorf("Manager.Close: %v", err)
 		}
 	})
-	return NewTask(m, process.RuntimeOptions{})
+	return NewTask(m, ociruntime.Options{})
 }
 
 // v1Cgroup writes a fake v1 memory and pids cgroup and returns runc's
@@ -166,11 +167,11 @@ func TestTaskStatsErrors(t *testing.T) {
 			}
 		})
 	}
-	t.Run("runtime without cgroup paths", func(t *testing.T) {
+	t.Run("runtime that knows no cgroups", func(t *testing.T) {
 		tk, _ := newTestTask(t)
 		create(t, tk)
-		if got := stats(tk, "c1"); got != codes.Unimplemented {
-			t.Errorf("Stats: got %v, want Unimplemented", got)
+		if got := stats(tk, "c1"); got != codes.NotFound {
+			t.Errorf("Stats: got %v, want NotFound", got)
 		}
 	})
 }

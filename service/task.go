@@ -12,8 +12,11 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/rootfs"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/sandbox"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 )
 
 // Task serves containerd's task API for every container of the pod.
@@ -21,11 +24,11 @@ type Task struct {
 	m *sandbox.Manager
 	// defaults are the runtime options the shim was started with, used
 	// when a create request carries none.
-	defaults process.RuntimeOptions
+	defaults ociruntime.Options
 }
 
 // NewTask returns the task service over m.
-func NewTask(m *sandbox.Manager, defaults process.RuntimeOptions) *Task {
+func NewTask(m *sandbox.Manager, defaults ociruntime.Options) *Task {
 	return &Task{m: m, defaults: defaults}
 }
 
@@ -66,15 +69,15 @@ func (t *Task) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*taska
 	if err != nil {
 		return nil, fmt.Errorf("create %q: %w", r.ID, err)
 	}
-	mounts := make([]process.Mount, 0, len(r.Rootfs))
+	mounts := make([]rootfs.Mount, 0, len(r.Rootfs))
 	for _, m := range r.Rootfs {
-		mounts = append(mounts, process.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+		mounts = append(mounts, rootfs.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
 	pid, err := t.m.Create(ctx, sandbox.CreateRequest{
 		ID:      r.ID,
 		Bundle:  r.Bundle,
 		Rootfs:  mounts,
-		Stdio:   process.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		Stdio:   stdio.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
 		Options: opts,
 	})
 	if err != nil {
@@ -204,7 +207,7 @@ func (t *Task) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emptyp
 		ContainerID: r.ID,
 		ExecID:      r.ExecID,
 		Spec:        spec,
-		Stdio:       process.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		Stdio:       stdio.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
 	}); err != nil {
 		return nil, err
 	}

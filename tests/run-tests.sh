@@ -2,7 +2,7 @@
 # run-tests.sh runs every check and test, as `make test` and CI do:
 #
 #   gofmt, go vet, staticcheck        the whole module
-#   unit tests with -race             cmd service sandbox process cgroups
+#   unit tests with -race             every package but tests/
 #   end-to-end tests                  tests/, once per runtime in
 #                                     $SHIM_TEST_RUNTIMES (default: this
 #                                     shim, then the upstream runc shim,
@@ -53,7 +53,7 @@ fi
 staticcheck ./...
 
 step "unit tests (-race)"
-go test -race -count=1 ./cmd/... ./service/... ./sandbox/... ./process/... ./cgroups/...
+go test -race -count=1 ./cmd/... ./service/... ./sandbox/... ./process/... ./ociruntime/... ./stdio/... ./rootfs/... ./reaper/... ./cgroups/...
 
 if [[ $(id -u) -ne 0 ]]; then
 	echo "not root: the end-to-end tests will skip (they need containerd, runc and overlay mounts)"

@@ -15,7 +15,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/sandbox"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/service"
 )
@@ -65,7 +66,7 @@ func runDaemon(ctx context.Context, f flags) error {
 		return err
 	}
 
-	reaper := process.NewReaper()
+	reaper := reaper.NewReaper()
 	// go-runc's monitor is a package variable; it is set here, once, so
 	// every runtime command is started and reaped through our reaper.
 	runc.Monitor = reaper
@@ -83,7 +84,7 @@ func runDaemon(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	service.Register(server, service.NewTask(m, process.RuntimeOptions{}))
+	service.Register(server, service.NewTask(m, ociruntime.Options{}))
 	service.RegisterLifetime(server, m)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- server.Serve(ctx, l) }()

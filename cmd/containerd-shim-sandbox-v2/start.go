@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/sandbox"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/service"
 )
@@ -31,7 +31,7 @@ const maxStartInput = 10 << 20
 // checks.
 type startInput struct {
 	bootstrap *bootapi.BootstrapParams // nil for a legacy caller
-	options   process.RuntimeOptions
+	options   ociruntime.Options
 }
 
 func parseStartInput(data []byte, id, namespace string) (startInput, error) {

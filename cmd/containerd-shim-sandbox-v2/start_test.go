@@ -16,10 +16,9 @@ import (
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
 func mustMarshal(t *testing.T, m proto.Message) []byte {
@@ -61,20 +60,20 @@ func bootstrapInput(t *testing.T, id, namespace string, o *options.Options) []by
 
 func TestParseStartInput(t *testing.T) {
 	crun := &options.Options{BinaryName: "crun", Root: "/run/crun", SystemdCgroup: true, ShimCgroup: "/shim"}
-	crunOpts := process.RuntimeOptions{BinaryName: "crun", Root: "/run/crun", SystemdCgroup: true, ShimCgroup: "/shim"}
+	crunOpts := ociruntime.Options{BinaryName: "crun", Root: "/run/crun", SystemdCgroup: true, ShimCgroup: "/shim"}
 	tests := []struct {
 		name          string
 		data          []byte
 		wantBootstrap bool
-		wantOpts      process.RuntimeOptions
+		wantOpts      ociruntime.Options
 		wantErr       error // nil for success; errAny for any error
 	}{
 		{name: "empty", data: nil, wantBootstrap: false},
 		{name: "legacy options", data: legacyInput(t, "containerd.runc.v1.Options", crun), wantOpts: crunOpts},
 		{name: "legacy options with typeurl prefix", data: legacyInput(t, "types.containerd.io/containerd.runc.v1.Options", crun), wantOpts: crunOpts},
-		{name: "legacy empty options", data: legacyInput(t, "containerd.runc.v1.Options", &options.Options{}), wantOpts: process.RuntimeOptions{}},
+		{name: "legacy empty options", data: legacyInput(t, "containerd.runc.v1.Options", &options.Options{}), wantOpts: ociruntime.Options{}},
 		{name: "legacy other type", data: legacyInput(t, "containerd.runhcs.v1.Options", crun), wantErr: errdefs.ErrInvalidArgument},
-		{name: "bootstrap with options", data: bootstrapInput(t, "c1", "ns", &options.Options{BinaryName: "crun"}), wantBootstrap: true, wantOpts: process.RuntimeOptions{BinaryName: "crun"}},
+		{name: "bootstrap with options", data: bootstrapInput(t, "c1", "ns", &options.Options{BinaryName: "crun"}), wantBootstrap: true, wantOpts: ociruntime.Options{BinaryName: "crun"}},
 		{name: "bootstrap all options", data: bootstrapInput(t, "c1", "ns", crun), wantBootstrap: true, wantOpts: crunOpts},
 		{name: "bootstrap without options", data: bootstrapInput(t, "c1", "ns", nil), wantBootstrap: true},
 		// Not ours: read as legacy options, which it is not; containerd

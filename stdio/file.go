@@ -1,4 +1,4 @@
-package process
+package stdio
 
 import (
 	"errors"
@@ -29,7 +29,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 type fileLog struct {
 	file *os.File
 	// pipe is the read end; w, the write end the container gets, is
-	// closed with the child side of processIO.
+	// closed with the child side of IO.
 	pipe, w *os.File
 	// done is closed when the copy has returned.
 	done chan struct{}

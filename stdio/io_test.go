@@ -1,4 +1,4 @@
-package process
+package stdio
 
 import (
 	"bytes"
@@ -9,23 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"golang.org/x/sys/unix"
 )
-
-// mkfifo creates a fifo named name in dir, as containerd does before
-// Create, and returns its path.
-func mkfifo(t *testing.T, dir, name string) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	if err := unix.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // openFifoReader opens the containerd side of an output fifo. Opening it
 // non-blocking never waits; reads then block in the poller until data or
@@ -40,23 +31,9 @@ func openFifoReader(t *testing.T, path string) *os.File {
 	return f
 }
 
-// openTestFifoWriter opens the containerd side of the stdin fifo, polling
-// until the shim's reader is there (ENXIO until then).
-func openTestFifoWriter(t *testing.T, path string) *os.File {
-	t.Helper()
-	var f *os.File
-	waitFor(t, 10*time.Second, "a reader on "+path, func() bool {
-		var err error
-		f, err = os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
-		return err == nil
-	})
-	t.Cleanup(func() { f.Close() })
-	return f
-}
-
 // runChild runs args with the process's streams, as runc would hand them
 // to the container, and closes the shim's copies once started.
-func runChild(t *testing.T, pio *processIO, args ...string) {
+func runChild(t *testing.T, pio *IO, args ...string) {
 	t.Helper()
 	cmd := exec.Command(args[0], args[1:]...)
 	pio.Set(cmd)
@@ -86,9 +63,9 @@ func fdTarget(t *testing.T, f *os.File) string {
 // TestOpenIORejects: a bad name in any slot fails openIO with the right
 // class and leaves nothing open.
 func TestOpenIORejects(t *testing.T) {
-	checkNoLeaks(t)
+	testutil.CheckNoLeaks(t)
 	dir := t.TempDir()
-	good := mkfifo(t, dir, "out")
+	good := testutil.Mkfifo(t, dir, "out")
 	tests := []struct {
 		name  string
 		stdio Stdio
@@ -106,12 +83,12 @@ func TestOpenIORejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pio, err := openIO(context.Background(), tt.stdio, StreamEnv{})
+			pio, err := Open(context.Background(), tt.stdio, StreamEnv{})
 			if !errors.Is(err, tt.want) {
-				t.Fatalf("openIO(%+v) = %v, want %v", tt.stdio, err, tt.want)
+				t.Fatalf("Open(%+v) = %v, want %v", tt.stdio, err, tt.want)
 			}
 			if pio != nil {
-				t.Errorf("openIO returned a processIO with an error")
+				t.Errorf("openIO returned a IO with an error")
 			}
 		})
 	}
@@ -120,8 +97,8 @@ func TestOpenIORejects(t *testing.T) {
 // TestOpenIOEmptyNames: streams nobody asked for are /dev/null (not left
 // unset, which would make go-runc hand the container a pipe of its own).
 func TestOpenIOEmptyNames(t *testing.T) {
-	checkNoLeaks(t)
-	pio, err := openIO(context.Background(), Stdio{}, StreamEnv{})
+	testutil.CheckNoLeaks(t)
+	pio, err := Open(context.Background(), Stdio{}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +122,9 @@ func TestOpenIOEmptyNames(t *testing.T) {
 // TestOpenIOStdoutByteExact: the container writes straight into the fifo;
 // its reader gets every byte, in order, then EOF once the container exits.
 func TestOpenIOStdoutByteExact(t *testing.T) {
-	checkNoLeaks(t)
+	testutil.CheckNoLeaks(t)
 	dir := t.TempDir()
-	out := mkfifo(t, dir, "out")
+	out := testutil.Mkfifo(t, dir, "out")
 	want := make([]byte, 256<<10) // four times a pipe's buffer
 	for i := range want {
 		want[i] = byte(i*7 + i/251)
@@ -156,7 +133,7 @@ func TestOpenIOStdoutByteExact(t *testing.T) {
 	if err := os.WriteFile(src, want, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	pio, err := openIO(context.Background(), Stdio{Stdout: out}, StreamEnv{})
+	pio, err := Open(context.Background(), Stdio{Stdout: out}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,10 +163,10 @@ func TestOpenIOStdoutByteExact(t *testing.T) {
 
 // TestOpenIOSeparateStderr: stdout and stderr go to their own fifos.
 func TestOpenIOSeparateStderr(t *testing.T) {
-	checkNoLeaks(t)
+	testutil.CheckNoLeaks(t)
 	dir := t.TempDir()
-	out, errPath := mkfifo(t, dir, "out"), mkfifo(t, dir, "err")
-	pio, err := openIO(context.Background(), Stdio{Stdout: out, Stderr: errPath}, StreamEnv{})
+	out, errPath := testutil.Mkfifo(t, dir, "out"), testutil.Mkfifo(t, dir, "err")
+	pio, err := Open(context.Background(), Stdio{Stdout: out, Stderr: errPath}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,10 +190,10 @@ func TestOpenIOSeparateStderr(t *testing.T) {
 // TestOpenIOSharedStdoutStderr: one path for both streams is one fd, so
 // the two interleave in the order written.
 func TestOpenIOSharedStdoutStderr(t *testing.T) {
-	checkNoLeaks(t)
+	testutil.CheckNoLeaks(t)
 	dir := t.TempDir()
-	out := mkfifo(t, dir, "out")
-	pio, err := openIO(context.Background(), Stdio{Stdout: out, Stderr: out}, StreamEnv{})
+	out := testutil.Mkfifo(t, dir, "out")
+	pio, err := Open(context.Background(), Stdio{Stdout: out, Stderr: out}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,14 +216,14 @@ func TestOpenIOSharedStdoutStderr(t *testing.T) {
 // TestOpenIORegularFileAndMissingFifo: a regular file is appended to; a
 // missing path becomes a fifo.
 func TestOpenIORegularFileAndMissingFifo(t *testing.T) {
-	checkNoLeaks(t)
+	testutil.CheckNoLeaks(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "log")
 	if err := os.WriteFile(file, []byte("old\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(dir, "made-by-shim")
-	pio, err := openIO(context.Background(), Stdio{Stdout: file, Stderr: missing}, StreamEnv{})
+	pio, err := Open(context.Background(), Stdio{Stdout: file, Stderr: missing}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,15 +292,15 @@ func wantNoEOF(t *testing.T, f *os.File) {
 // holds a writer of its own until CloseIO, as containerd-shim-runc-v2
 // does, and a writer that comes back is copied again.
 func TestOpenIOStdin(t *testing.T) {
-	checkNoLeaks(t)
+	testutil.CheckNoLeaks(t)
 	dir := t.TempDir()
-	in := mkfifo(t, dir, "in")
-	pio, err := openIO(context.Background(), Stdio{Stdin: in}, StreamEnv{})
+	in := testutil.Mkfifo(t, dir, "in")
+	pio, err := Open(context.Background(), Stdio{Stdin: in}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pio.Close()
-	w := openTestFifoWriter(t, in)
+	w := testutil.OpenFifoWriter(t, in)
 	want := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB, twice a pipe
 	wrote := make(chan error, 1)
 	go func() {
@@ -340,7 +317,7 @@ func TestOpenIOStdin(t *testing.T) {
 	}
 	wantNoEOF(t, pio.childStdin)
 
-	w2 := openTestFifoWriter(t, in)
+	w2 := testutil.OpenFifoWriter(t, in)
 	if _, err := w2.Write([]byte("again")); err != nil {
 		t.Fatal(err)
 	}
@@ -361,15 +338,15 @@ func TestOpenIOStdin(t *testing.T) {
 // drops nothing: what is written after it still arrives, and EOF comes
 // when containerd's writer closes too. CloseStdin is idempotent.
 func TestOpenIOCloseStdin(t *testing.T) {
-	checkNoLeaks(t)
+	testutil.CheckNoLeaks(t)
 	dir := t.TempDir()
-	in := mkfifo(t, dir, "in")
-	pio, err := openIO(context.Background(), Stdio{Stdin: in}, StreamEnv{})
+	in := testutil.Mkfifo(t, dir, "in")
+	pio, err := Open(context.Background(), Stdio{Stdin: in}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pio.Close()
-	w := openTestFifoWriter(t, in)
+	w := testutil.OpenFifoWriter(t, in)
 	if _, err := w.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -394,9 +371,9 @@ func TestOpenIOCloseStdin(t *testing.T) {
 // TestOpenIOCloseStdinNoWriter: CloseIO before containerd ever opened the
 // fifo is EOF for the container at once.
 func TestOpenIOCloseStdinNoWriter(t *testing.T) {
-	checkNoLeaks(t)
-	in := mkfifo(t, t.TempDir(), "in")
-	pio, err := openIO(context.Background(), Stdio{Stdin: in}, StreamEnv{})
+	testutil.CheckNoLeaks(t)
+	in := testutil.Mkfifo(t, t.TempDir(), "in")
+	pio, err := Open(context.Background(), Stdio{Stdin: in}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,13 +386,13 @@ func TestOpenIOCloseStdinNoWriter(t *testing.T) {
 // TestOpenIOCloseWithWriterOpen: Close does not wait for containerd to
 // close its writer.
 func TestOpenIOCloseWithWriterOpen(t *testing.T) {
-	checkNoLeaks(t)
-	in := mkfifo(t, t.TempDir(), "in")
-	pio, err := openIO(context.Background(), Stdio{Stdin: in}, StreamEnv{})
+	testutil.CheckNoLeaks(t)
+	in := testutil.Mkfifo(t, t.TempDir(), "in")
+	pio, err := Open(context.Background(), Stdio{Stdin: in}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	openTestFifoWriter(t, in)
+	testutil.OpenFifoWriter(t, in)
 	closed := make(chan struct{})
 	go func() {
 		pio.Close()
@@ -443,13 +420,13 @@ func TestOpenIOCloseNoLeaks(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			in, out, errPath := mkfifo(t, dir, "in"), mkfifo(t, dir, "out"), mkfifo(t, dir, "err")
+			in, out, errPath := testutil.Mkfifo(t, dir, "in"), testutil.Mkfifo(t, dir, "out"), testutil.Mkfifo(t, dir, "err")
 			cycle := func() {
-				pio, err := openIO(context.Background(), Stdio{Stdin: in, Stdout: out, Stderr: errPath}, StreamEnv{})
+				pio, err := Open(context.Background(), Stdio{Stdin: in, Stdout: out, Stderr: errPath}, StreamEnv{})
 				if err != nil {
 					t.Fatal(err)
 				}
-				pio.closeChildSide()
+				pio.CloseChildSide()
 				if tt.writer {
 					w, err := openWriterOnce(in)
 					if err != nil {
@@ -472,21 +449,21 @@ func TestOpenIOCloseNoLeaks(t *testing.T) {
 				}
 			}
 			cycle() // the fifo package starts nothing lasting, but be fair
-			fds, gs := countFDs(t), numGoroutines()
+			fds, gs := testutil.CountFDs(t), runtime.NumGoroutine()
 			for i := 0; i < cycles; i++ {
 				cycle()
 			}
 			var gotFDs, gotGs int
 			deadline := time.Now().Add(5 * time.Second)
 			for {
-				gotFDs, gotGs = countFDs(t), numGoroutines()
+				gotFDs, gotGs = testutil.CountFDs(t), runtime.NumGoroutine()
 				if (gotFDs <= fds && gotGs <= gs) || time.Now().After(deadline) {
 					break
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
 			if gotFDs > fds {
-				t.Errorf("fds after %d cycles: got %d, want %d\n%s", cycles, gotFDs, fds, listFDs())
+				t.Errorf("fds after %d cycles: got %d, want %d\n%s", cycles, gotFDs, fds, testutil.ListFDs())
 			}
 			if gotGs > gs {
 				t.Errorf("goroutines after %d cycles: got %d, want %d", cycles, gotGs, gs)
@@ -513,9 +490,9 @@ func TestOpenIOStdinOwner(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("chown to another user needs root")
 	}
-	checkNoLeaks(t)
-	in := mkfifo(t, t.TempDir(), "in")
-	pio, err := openIO(context.Background(), Stdio{Stdin: in}, StreamEnv{UID: 1234, GID: 5678})
+	testutil.CheckNoLeaks(t)
+	in := testutil.Mkfifo(t, t.TempDir(), "in")
+	pio, err := Open(context.Background(), Stdio{Stdin: in}, StreamEnv{UID: 1234, GID: 5678})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,8 +512,8 @@ func TestOpenIOStdinOwner(t *testing.T) {
 // bytes unread. With ReaderWait the write end opens only once the reader
 // is there, and the reader gets every byte and EOF.
 func TestOpenIOWaitsForLateReader(t *testing.T) {
-	checkNoLeaks(t)
-	out := mkfifo(t, t.TempDir(), "out")
+	testutil.CheckNoLeaks(t)
+	out := testutil.Mkfifo(t, t.TempDir(), "out")
 	got := make(chan string, 1)
 	go func() {
 		// containerd's reader, late: a blocking open, then read to EOF.
@@ -550,7 +527,7 @@ func TestOpenIOWaitsForLateReader(t *testing.T) {
 		data, _ := io.ReadAll(f)
 		got <- string(data)
 	}()
-	pio, err := openIO(context.Background(), Stdio{Stdout: out}, StreamEnv{ReaderWait: 10 * time.Second})
+	pio, err := Open(context.Background(), Stdio{Stdout: out}, StreamEnv{ReaderWait: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

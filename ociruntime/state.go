@@ -1,4 +1,4 @@
-package process
+package ociruntime
 
 import (
 	"encoding/json"
@@ -17,8 +17,7 @@ type runcState struct {
 			Type string `json:"type"`
 			Path string `json:"path"`
 		} `json:"namespaces"`
-		// Hooks maps a hook name to its list; runc writes every name,
-		// with null for none.
+		// Hooks maps a hook name to its list (see noHook).
 		Hooks   map[string][]json.RawMessage `json:"Hooks"`
 		Cgroups struct {
 			Systemd  bool `json:"Systemd"`
@@ -43,11 +42,14 @@ func readRuncState(dir string) (*runcState, error) {
 }
 
 // noHook reports whether runc's record says, in the form runc writes it,
-// that the container has no hook called name. A record without the hook
-// table is a runc this code does not know: it says false.
-func (s *runcState) noHook(name string) bool {
+// that the container has no hook called name. runc up to 1.3 writes every
+// hook name, with null for none; 1.4 and later leave the whole table out
+// when the container has no hooks at all (omitted). A record without the
+// table from a runc that always writes it is one this code does not know:
+// it says false.
+func (s *runcState) noHook(name string, omitted bool) bool {
 	if s.Config.Hooks == nil {
-		return false
+		return omitted
 	}
 	list, ok := s.Config.Hooks[name]
 	return ok && len(list) == 0

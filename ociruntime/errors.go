@@ -1,4 +1,4 @@
-package process
+package ociruntime
 
 import (
 	"bufio"
@@ -8,17 +8,42 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+
+	"github.com/containerd/errdefs"
 )
 
-// runtimeError wraps err, a failed runtime call, with the last error runc
-// wrote to its JSON log, which says far more than "exit status 1".
-func runtimeError(err error, logPath, op string) error {
-	if msg := lastLogError(logPath); msg != "" {
+// fail types err, a failed call op of container id, for the layers
+// above: it adds the last error runc wrote to its JSON log, which says far
+// more than "exit status 1", and marks errdefs.ErrNotFound what says the
+// container does not exist (any more). nil stays nil.
+func (r *Runc) fail(op, id string, err error) error {
+	return failLog(op, id, r.client.Log, err)
+}
+
+// failLog is fail for a call that logged to logPath.
+func failLog(op, id, logPath string, err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := lastLogError(logPath)
+	notFound := isRuntimeNotFound(err)
+	op = op + " " + strconv.Quote(id)
+	switch {
+	case notFound && msg != "":
+		return fmt.Errorf("%s: %s: %w: %w", op, msg, err, errdefs.ErrNotFound)
+	case notFound:
+		return fmt.Errorf("%s: %w: %w", op, err, errdefs.ErrNotFound)
+	case msg != "":
 		return fmt.Errorf("%s: %s: %w", op, msg, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
+
+// IsNotFound reports whether err, from a Runtime, says the container (or
+// the process signalled) does not exist any more.
+func IsNotFound(err error) bool { return errdefs.IsNotFound(err) }
 
 // lastLogError returns the message of the last error-level line of runc's
 // JSON log, or "" when there is none.

@@ -1,4 +1,4 @@
-package process
+package stdio
 
 import (
 	"context"
@@ -13,21 +13,31 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 	"golang.org/x/sys/unix"
 )
 
 // logReaper runs a real Reaper for the test, as the shim does, to start
 // and reap logging binaries.
-func logReaper(t *testing.T) *Reaper {
+func logReaper(t *testing.T) *reaper.Reaper {
 	t.Helper()
-	r := NewReaper()
-	runReaper(t, r, &exitLog{})
+	r := reaper.NewReaper()
+	done, returned := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(returned)
+		r.Run(done, func(reaper.Exit) {})
+	}()
+	t.Cleanup(func() {
+		close(done)
+		<-returned
+	})
 	return r
 }
 
 // runReapedChild is runChild for a test that runs a Reaper: the child
 // must be started through it, or the reaper takes its exit.
-func runReapedChild(t *testing.T, r *Reaper, pio *processIO, args ...string) {
+func runReapedChild(t *testing.T, r *reaper.Reaper, pio *IO, args ...string) {
 	t.Helper()
 	cmd := exec.Command(args[0], args[1:]...)
 	pio.Set(cmd)
@@ -98,14 +108,14 @@ func TestLoggerCopiesStreams(t *testing.T) {
 		{"binary-v2 byte only", "binary-v2", "printf x >&5\n"}, // the byte alone is enough
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			warmSignals()
-			checkNoLeaks(t)
+			testutil.WarmSignals()
+			testutil.CheckNoLeaks(t)
 			t.Setenv("SHIM_SECRET", "not-for-loggers")
 			dir := t.TempDir()
 			logger := writeLogger(t, dir, strings.Replace(copyBody, "exec 5>&-\n", tt.ready, 1))
 			uri := logURI(tt.scheme, logger, url.Values{"dir": {dir}, "zeta": {"last"}})
 			r := logReaper(t)
-			pio, err := openIO(context.Background(), Stdio{Stdout: uri, Stderr: uri},
+			pio, err := Open(context.Background(), Stdio{Stdout: uri, Stderr: uri},
 				StreamEnv{Namespace: "ns1", ID: "ctr1", Children: r})
 			if err != nil {
 				t.Fatal(err)
@@ -134,24 +144,24 @@ func TestLoggerCopiesStreams(t *testing.T) {
 // TestLoggerReadyGatesOpen: openIO does not return, and so the container
 // cannot start, before the logger says it is ready.
 func TestLoggerReadyGatesOpen(t *testing.T) {
-	warmSignals()
-	checkNoLeaks(t)
+	testutil.WarmSignals()
+	testutil.CheckNoLeaks(t)
 	dir := t.TempDir()
 	gate := filepath.Join(dir, "gate")
 	logger := writeLogger(t, dir, `: >"$DIR/started"
 while [ ! -e "$DIR/gate" ]; do /bin/sleep 0.01; done
 `+copyBody)
 	type result struct {
-		pio *processIO
+		pio *IO
 		err error
 	}
 	opened := make(chan result, 1)
 	go func() {
-		pio, err := openIO(context.Background(), Stdio{Stdout: logURI("binary", logger, url.Values{"dir": {dir}})},
+		pio, err := Open(context.Background(), Stdio{Stdout: logURI("binary", logger, url.Values{"dir": {dir}})},
 			StreamEnv{Children: logReaper(t)})
 		opened <- result{pio, err}
 	}()
-	waitFor(t, 10*time.Second, "the logger to start", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the logger to start", func() bool {
 		_, err := os.Stat(filepath.Join(dir, "started"))
 		return err == nil
 	})
@@ -188,8 +198,8 @@ func TestLoggerFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			warmSignals()
-			checkNoLeaks(t)
+			testutil.WarmSignals()
+			testutil.CheckNoLeaks(t)
 			dir := t.TempDir()
 			logger := filepath.Join(dir, "missing")
 			if tt.body != "" {
@@ -201,12 +211,12 @@ func TestLoggerFailures(t *testing.T) {
 				ctx, cancel = context.WithTimeout(ctx, tt.ctx)
 				defer cancel()
 			}
-			pio, err := openIO(ctx, Stdio{Stdout: logURI(tt.scheme, logger, url.Values{"dir": {dir}})}, StreamEnv{Children: logReaper(t)})
+			pio, err := Open(ctx, Stdio{Stdout: logURI(tt.scheme, logger, url.Values{"dir": {dir}})}, StreamEnv{Children: logReaper(t)})
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("openIO = %v, want %v", err, tt.want)
 			}
 			if pio != nil {
-				t.Fatal("openIO returned a processIO with an error")
+				t.Fatal("openIO returned a IO with an error")
 			}
 		})
 	}
@@ -216,11 +226,11 @@ func TestLoggerFailures(t *testing.T) {
 // and its directory, keeping what was there; the container writes into a
 // pipe owned by IoUid/IoGid, not into the file.
 func TestFileLog(t *testing.T) {
-	warmSignals()
-	checkNoLeaks(t)
+	testutil.WarmSignals()
+	testutil.CheckNoLeaks(t)
 	path := filepath.Join(t.TempDir(), "sub", "dir", "c.log")
 	for round, want := range []string{"out-1\nerr-1\n", "out-1\nerr-1\nout-1\nerr-1\n"} {
-		pio, err := openIO(context.Background(), Stdio{Stdout: logURI("file", path, nil), Stderr: logURI("file", path, nil)}, StreamEnv{})
+		pio, err := Open(context.Background(), Stdio{Stdout: logURI("file", path, nil), Stderr: logURI("file", path, nil)}, StreamEnv{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -252,10 +262,10 @@ func TestFileLog(t *testing.T) {
 // TestFileLogHeldOpen: a process left behind holding the pipe does not
 // keep Close waiting, and what was written before Close is in the file.
 func TestFileLogHeldOpen(t *testing.T) {
-	warmSignals()
-	checkNoLeaks(t)
+	testutil.WarmSignals()
+	testutil.CheckNoLeaks(t)
 	path := filepath.Join(t.TempDir(), "c.log")
-	pio, err := openIO(context.Background(), Stdio{Stdout: logURI("file", path, nil)}, StreamEnv{})
+	pio, err := Open(context.Background(), Stdio{Stdout: logURI("file", path, nil)}, StreamEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +281,7 @@ func TestFileLogHeldOpen(t *testing.T) {
 		holder.Process.Kill()
 		holder.Wait()
 	}()
-	waitFor(t, 10*time.Second, "the holder to be in sleep", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the holder to be in sleep", func() bool {
 		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(holder.Process.Pid) + "/comm")
 		return strings.TrimSpace(string(comm)) == "sleep"
 	})
@@ -310,16 +320,16 @@ func TestOpenIOOutputOwner(t *testing.T) {
 		stdio   Stdio
 		chowned bool
 	}{
-		{name: "fifos", stdio: Stdio{Stdout: mkfifo(t, dir, "out"), Stderr: mkfifo(t, dir, "err")}, chowned: true},
+		{name: "fifos", stdio: Stdio{Stdout: testutil.Mkfifo(t, dir, "out"), Stderr: testutil.Mkfifo(t, dir, "err")}, chowned: true},
 		{name: "binary", stdio: Stdio{Stdout: logURI("binary", logger, url.Values{"dir": {logDir}})}, chowned: true},
 		{name: "file", stdio: Stdio{Stdout: logURI("file", filepath.Join(dir, "c.log"), nil)}, chowned: true},
 		{name: "regular file", stdio: Stdio{Stdout: plain, Stderr: plain}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			warmSignals()
-			checkNoLeaks(t)
-			pio, err := openIO(context.Background(), tt.stdio, StreamEnv{UID: 1234, GID: 5678, Children: logReaper(t)})
+			testutil.WarmSignals()
+			testutil.CheckNoLeaks(t)
+			pio, err := Open(context.Background(), tt.stdio, StreamEnv{UID: 1234, GID: 5678, Children: logReaper(t)})
 			if err != nil {
 				t.Fatal(err)
 			}

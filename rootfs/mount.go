@@ -1,4 +1,4 @@
-package process
+package rootfs
 
 import (
 	"errors"
@@ -76,7 +76,7 @@ func parseMountOptions(options []string) (flags uintptr, data string) {
 
 // mountAll mounts the rootfs layers onto target in order. On error the
 // ones already mounted are undone.
-func mountAll(mounts []Mount, target string) (retErr error) {
+func MountAll(mounts []Mount, target string) (retErr error) {
 	if len(mounts) == 0 {
 		return nil
 	}
@@ -86,7 +86,7 @@ func mountAll(mounts []Mount, target string) (retErr error) {
 	done := 0
 	defer func() {
 		if retErr != nil && done > 0 {
-			_ = unmountAll(target)
+			_ = UnmountAll(target)
 		}
 	}()
 	pageSize := os.Getpagesize()
@@ -125,7 +125,7 @@ func mountAll(mounts []Mount, target string) (retErr error) {
 
 // unmountAll unmounts everything stacked on target. It is idempotent: a
 // target that is not a mount point (or is gone) is success.
-func unmountAll(target string) error {
+func UnmountAll(target string) error {
 	for i := 0; i < 64; i++ {
 		err := unix.Unmount(target, 0)
 		switch {

@@ -1,4 +1,4 @@
-package process
+package ociruntime
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -84,13 +85,25 @@ func startInit(t *testing.T, script string) int {
 	return pidfd
 }
 
+// testRunc is a Runc for the runc state under root whose binary said it
+// is runc 1.<minor>.
+func testRunc(root string, minor int) *Runc {
+	r := &Runc{client: &runc.Runc{Root: root}, direct: true}
+	r.probeOnce.Do(func() {
+		r.probe = &probe{done: make(chan struct{}), major: 1, minor: minor}
+		close(r.probe.done)
+	})
+	return r
+}
+
 func TestStartCreated(t *testing.T) {
 	tests := []struct {
 		name     string
 		init     string // the init stand-in; FIFO is replaced by the fifo's path
 		edit     func(map[string]any)
+		minor    int // runc 1.<minor>; 1 when unset
+		notify   bool
 		noFifo   bool
-		noHooks  bool
 		timeout  time.Duration
 		wantDone bool
 		wantErr  error // with wantDone
@@ -101,11 +114,24 @@ func TestStartCreated(t *testing.T) {
 		{name: "init never opens", init: `exec sleep 100`, timeout: 200 * time.Millisecond, wantDone: true, wantErr: context.DeadlineExceeded},
 		{name: "poststart hook", init: `exec sleep 100`, edit: withHook("poststart")},
 		{name: "no exec fifo", init: `exec sleep 100`, noFifo: true},
-		{name: "no hook table", init: `exec sleep 100`, edit: func(c map[string]any) { delete(c, "Hooks") }},
+		{name: "no hook table from runc 1.3", minor: 3, init: `exec sleep 100`, edit: func(c map[string]any) { delete(c, "Hooks") }},
+		// runc 1.4 writes no Hooks key for a container without hooks.
+		{name: "no hook table from runc 1.4", minor: 4, init: `printf 0 >FIFO; exec sleep 100`, edit: func(c map[string]any) { delete(c, "Hooks") }, wantDone: true},
+		{name: "poststart hook from runc 1.4", minor: 4, init: `exec sleep 100`, edit: withHook("poststart")},
+		// runc start would relay the container's READY=1.
+		{name: "NOTIFY_SOCKET set", init: `exec sleep 100`, notify: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkNoLeaks(t)
+			testutil.CheckNoLeaks(t)
+			if tt.notify {
+				t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+			} else {
+				t.Setenv("NOTIFY_SOCKET", "")
+			}
+			if tt.minor == 0 {
+				tt.minor = 1
+			}
 			root := t.TempDir()
 			dir := fakeRuncState(t, root, "c1", stateJSON(map[string]string{"cpu": "/sys/fs/cgroup/cpu/c1"}, tt.edit), !tt.noFifo)
 			fifo := filepath.Join(dir, execFifo)
@@ -116,8 +142,7 @@ func TestStartCreated(t *testing.T) {
 				ctx, cancel = context.WithTimeout(ctx, tt.timeout)
 				defer cancel()
 			}
-			e := &RuncEngine{Runc: &runc.Runc{Root: root}}
-			done, err := e.StartCreated(ctx, "c1", pidfd)
+			done, err := testRunc(root, tt.minor).startCreated(ctx, "c1", pidfd)
 			if done != tt.wantDone {
 				t.Fatalf("StartCreated done = %v (err %v), want %v", done, err, tt.wantDone)
 			}
@@ -154,6 +179,7 @@ func TestDeleteStopped(t *testing.T) {
 		created  bool   // the exec fifo is still there: never started
 		outside  bool   // one cgroup path is outside the cgroup root
 		nested   string // a cgroup the container made under its own
+		minor    int    // runc 1.<minor>; 1 when unset
 		wantDone bool
 	}{
 		{name: "removes cgroups and state", wantDone: true},
@@ -167,6 +193,8 @@ func TestDeleteStopped(t *testing.T) {
 		{name: "never started", created: true},
 		{name: "cgroup outside the root", outside: true},
 		{name: "nested cgroup", nested: "cpu", wantDone: false},
+		{name: "no hook table from runc 1.4", minor: 4, edit: func(c map[string]any) { delete(c, "Hooks") }, wantDone: true},
+		{name: "no hook table from runc 1.3", minor: 3, edit: func(c map[string]any) { delete(c, "Hooks") }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -193,8 +221,12 @@ func TestDeleteStopped(t *testing.T) {
 				}
 			}
 			dir := fakeRuncState(t, root, "c1", stateJSON(cgroups, tt.edit), tt.created)
-			e := &RuncEngine{Runc: &runc.Runc{Root: root, SystemdCgroup: tt.systemd}, cgroupRoot: cgroupRoot}
-			done, err := e.DeleteStopped(context.Background(), "c1")
+			if tt.minor == 0 {
+				tt.minor = 1
+			}
+			e := testRunc(root, tt.minor)
+			e.client.SystemdCgroup, e.cgroupRoot = tt.systemd, cgroupRoot
+			done, err := e.deleteStopped(context.Background(), "c1")
 			if err != nil {
 				t.Fatalf("DeleteStopped: %v", err)
 			}
@@ -225,12 +257,12 @@ func TestDeleteStopped(t *testing.T) {
 
 func TestForgotten(t *testing.T) {
 	root := t.TempDir()
-	e := &RuncEngine{Runc: &runc.Runc{Root: root}}
-	if !e.Forgotten("c1") {
-		t.Errorf("Forgotten(c1) with no state = false, want true")
+	e := testRunc(root, 1)
+	if !e.forgotten("c1") {
+		t.Errorf("forgotten(c1) with no state = false, want true")
 	}
 	fakeRuncState(t, root, "c1", stateJSON(nil, nil), false)
-	if e.Forgotten("c1") {
-		t.Errorf("Forgotten(c1) with state = true, want false")
+	if e.forgotten("c1") {
+		t.Errorf("forgotten(c1) with state = true, want false")
 	}
 }

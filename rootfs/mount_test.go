@@ -1,7 +1,6 @@
-package process
+package rootfs
 
 import (
-	"bufio"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,40 +60,6 @@ func TestParseMountOptions(t *testing.T) {
 	}
 }
 
-// mountsAt returns the mount points in /proc/self/mountinfo at or below
-// path, one entry per mount (stacked mounts repeat), with their options.
-func mountsAt(t *testing.T, path string) []string {
-	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) < 6 {
-			continue
-		}
-		mp := fields[4]
-		if mp == path || strings.HasPrefix(mp, path+"/") {
-			out = append(out, mp+" "+fields[5])
-		}
-	}
-	if err := s.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting needs root")
-	}
-}
-
 // mountTarget returns a rootfs path in a fresh temp dir and makes sure
 // nothing stays mounted there when the test ends.
 func mountTarget(t *testing.T) (parent, target string) {
@@ -101,7 +67,7 @@ func mountTarget(t *testing.T) (parent, target string) {
 	parent = t.TempDir()
 	target = filepath.Join(parent, "rootfs")
 	t.Cleanup(func() {
-		for _, m := range mountsAt(t, parent) {
+		for _, m := range testutil.MountsAt(t, parent) {
 			_ = unix.Unmount(strings.Fields(m)[0], unix.MNT_DETACH)
 		}
 	})
@@ -109,7 +75,7 @@ func mountTarget(t *testing.T) (parent, target string) {
 }
 
 func TestMountAllUnmountAll(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hi"), 0o644); err != nil {
 		t.Fatal(err)
@@ -182,20 +148,20 @@ func TestMountAllUnmountAll(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, target := mountTarget(t)
-			if err := mountAll(tt.mounts, target); err != nil {
+			if err := MountAll(tt.mounts, target); err != nil {
 				t.Fatalf("mountAll: %v", err)
 			}
-			if got := mountsAt(t, target); len(got) != tt.wantMounts {
+			if got := testutil.MountsAt(t, target); len(got) != tt.wantMounts {
 				t.Fatalf("mounts at %s: got %v, want %d", target, got, tt.wantMounts)
 			}
 			tt.check(t, target)
-			if err := unmountAll(target); err != nil {
+			if err := UnmountAll(target); err != nil {
 				t.Fatalf("unmountAll: %v", err)
 			}
-			if got := mountsAt(t, target); len(got) != 0 {
+			if got := testutil.MountsAt(t, target); len(got) != 0 {
 				t.Errorf("mounts left after unmountAll: %v", got)
 			}
-			if err := unmountAll(target); err != nil {
+			if err := UnmountAll(target); err != nil {
 				t.Errorf("second unmountAll: got %v, want nil", err)
 			}
 		})
@@ -205,29 +171,29 @@ func TestMountAllUnmountAll(t *testing.T) {
 // TestMountAllTargetStaysInside: a mount's Target is relative to the
 // rootfs and cannot climb out of it.
 func TestMountAllTargetStaysInside(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	parent, target := mountTarget(t)
 	for _, d := range []string{filepath.Join(target, "x"), filepath.Join(parent, "x")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := mountAll([]Mount{{Type: "tmpfs", Source: "tmpfs", Target: "../x"}}, target); err != nil {
+	if err := MountAll([]Mount{{Type: "tmpfs", Source: "tmpfs", Target: "../x"}}, target); err != nil {
 		t.Fatalf("mountAll: %v", err)
 	}
-	got := mountsAt(t, parent)
+	got := testutil.MountsAt(t, parent)
 	if len(got) != 1 || strings.Fields(got[0])[0] != filepath.Join(target, "x") {
 		t.Fatalf("mounts under %s: got %v, want one at %s", parent, got, filepath.Join(target, "x"))
 	}
-	if err := unmountAll(filepath.Join(target, "x")); err != nil {
+	if err := UnmountAll(filepath.Join(target, "x")); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestMountAllEmpty(t *testing.T) {
 	target := filepath.Join(t.TempDir(), "rootfs")
-	if err := mountAll(nil, target); err != nil {
-		t.Fatalf("mountAll(nil): %v", err)
+	if err := MountAll(nil, target); err != nil {
+		t.Fatalf("MountAll(nil): %v", err)
 	}
 	if _, err := os.Stat(target); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("no mounts should not create the rootfs dir: stat = %v", err)
@@ -237,7 +203,7 @@ func TestMountAllEmpty(t *testing.T) {
 // TestMountAllFailureUndoes: a failing mount leaves nothing mounted, the
 // ones before it included.
 func TestMountAllFailureUndoes(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	page := os.Getpagesize()
 	tests := []struct {
 		name    string
@@ -269,11 +235,11 @@ func TestMountAllFailureUndoes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			parent, target := mountTarget(t)
-			err := mountAll(tt.mounts, target)
+			err := MountAll(tt.mounts, target)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("mountAll: got %v, want %v", err, tt.wantErr)
 			}
-			if got := mountsAt(t, parent); len(got) != 0 {
+			if got := testutil.MountsAt(t, parent); len(got) != 0 {
 				t.Errorf("mounts left after a failed mountAll: %v", got)
 			}
 		})
@@ -294,8 +260,8 @@ func TestUnmountAllIdempotent(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := unmountAll(tt.path); err != nil {
-				t.Fatalf("unmountAll(%s): got %v, want nil", tt.path, err)
+			if err := UnmountAll(tt.path); err != nil {
+				t.Fatalf("UnmountAll(%s): got %v, want nil", tt.path, err)
 			}
 		})
 	}

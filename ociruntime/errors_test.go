@@ -1,4 +1,4 @@
-package process
+package ociruntime
 
 import (
 	"context"
@@ -122,31 +122,42 @@ func TestLastLogError(t *testing.T) {
 	})
 }
 
-func TestRuntimeError(t *testing.T) {
+// TestFail: a failed call carries runc's own last error, wraps the
+// original, and is NotFound exactly when runc says the container is gone.
+func TestFail(t *testing.T) {
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "log.json")
 	if err := os.WriteFile(logPath, []byte(`{"level":"error","msg":"runc says why"}`+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cause := errors.New("exit status 1")
 	tests := []struct {
-		name    string
-		logPath string
-		want    string
+		name         string
+		cause        error
+		logPath      string
+		want         string
+		wantNotFound bool
 	}{
-		{name: "with log", logPath: logPath, want: `start "c1": runc says why: exit status 1`},
-		{name: "without log", logPath: filepath.Join(dir, "missing"), want: `start "c1": exit status 1`},
+		{name: "with log", cause: errors.New("exit status 1"), logPath: logPath, want: `start "c1": runc says why: exit status 1`},
+		{name: "without log", cause: errors.New("exit status 1"), logPath: filepath.Join(dir, "missing"), want: `start "c1": exit status 1`},
+		{name: "gone", cause: errors.New("exit status 1: container does not exist"), logPath: filepath.Join(dir, "missing"),
+			want: `start "c1": exit status 1: container does not exist: not found`, wantNotFound: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := runtimeError(cause, tt.logPath, `start "c1"`)
+			err := failLog("start", "c1", tt.logPath, tt.cause)
 			if err.Error() != tt.want {
 				t.Errorf("got %q, want %q", err, tt.want)
 			}
-			if !errors.Is(err, cause) {
-				t.Errorf("runtimeError does not wrap the original error")
+			if !errors.Is(err, tt.cause) {
+				t.Errorf("fail does not wrap the original error")
+			}
+			if IsNotFound(err) != tt.wantNotFound {
+				t.Errorf("IsNotFound = %v, want %v", IsNotFound(err), tt.wantNotFound)
 			}
 		})
+	}
+	if err := failLog("start", "c1", logPath, nil); err != nil {
+		t.Errorf("fail(nil) = %v, want nil", err)
 	}
 }
 

@@ -1,4 +1,4 @@
-package process
+package reaper
 
 import (
 	"errors"

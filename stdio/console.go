@@ -1,4 +1,4 @@
-package process
+package stdio
 
 import (
 	"context"
@@ -31,7 +31,7 @@ type ttyIO struct {
 // closing the master under it.
 const consoleDrainWait = 2 * time.Second
 
-func (p *processIO) openTerminal(ctx context.Context, s Stdio, out output, env StreamEnv) error {
+func (p *IO) openTerminal(ctx context.Context, s Stdio, out output, env StreamEnv) error {
 	if s.Stdout == "" {
 		return fmt.Errorf("terminal without stdout: %w", errdefs.ErrInvalidArgument)
 	}
@@ -56,7 +56,7 @@ func (p *processIO) openTerminal(ctx context.Context, s Stdio, out output, env S
 // openTerminalSink opens what the PTY's output is copied to: the stdout
 // fifo, the logging binary's stdout pipe (its stderr pipe stays empty: a
 // terminal has one stream), or the log file itself.
-func (p *processIO) openTerminalSink(ctx context.Context, s Stdio, out output, env StreamEnv) (*os.File, error) {
+func (p *IO) openTerminalSink(ctx context.Context, s Stdio, out output, env StreamEnv) (*os.File, error) {
 	switch out.kind {
 	case toBinary:
 		l, err := startLogger(ctx, out, env)
@@ -76,18 +76,18 @@ func (p *processIO) openTerminalSink(ctx context.Context, s Stdio, out output, e
 	return w, nil
 }
 
-// consoleSocket is what the runtime sends the PTY master to, or nil.
-func (p *processIO) consoleSocket() runc.ConsoleSocket {
+// ConsoleSocket is what the runtime sends the PTY master to, or nil.
+func (p *IO) ConsoleSocket() runc.ConsoleSocket {
 	if p.tty == nil || p.tty.socket == nil {
 		return nil
 	}
 	return p.tty.socket
 }
 
-// attachConsole receives the PTY master the runtime sent during create or
+// AttachConsole receives the PTY master the runtime sent during create or
 // exec and starts copying both ways. The copies are owned by p: Close
 // stops and joins them.
-func (p *processIO) attachConsole() error {
+func (p *IO) AttachConsole() error {
 	if p.tty == nil {
 		return nil
 	}
@@ -114,8 +114,8 @@ func (p *processIO) attachConsole() error {
 	return nil
 }
 
-// resize sets the PTY's window size.
-func (p *processIO) resize(width, height uint32) error {
+// Resize sets the PTY's window size.
+func (p *IO) Resize(width, height uint32) error {
 	if p.tty == nil || p.tty.master == nil {
 		return fmt.Errorf("resize: process has no terminal: %w", errdefs.ErrFailedPrecondition)
 	}
@@ -124,7 +124,7 @@ func (p *processIO) resize(width, height uint32) error {
 
 // closeConsole lets the output copy drain (bounded), then closes the
 // master, which also unblocks a stdin copy writing to it.
-func (p *processIO) closeConsole() {
+func (p *IO) closeConsole() {
 	t := p.tty
 	if t == nil {
 		return

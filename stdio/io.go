@@ -1,4 +1,4 @@
-package process
+package stdio
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 )
 
 // Stdio names a process's streams as containerd gives them: fifo paths,
-// or a log URI for stdout (io_uri.go); an empty name means no stream.
+// or a log URI for stdout (uri.go); an empty name means no stream.
 type Stdio struct {
 	Stdin    string
 	Stdout   string
@@ -22,8 +22,8 @@ type Stdio struct {
 	Terminal bool
 }
 
-// processIO connects a process to containerd's fifos, or to the logging
-// binary or log file a log URI names (io_logger.go, io_file.go).
+// IO connects a process to containerd's fifos, or to the logging
+// binary or log file a log URI names (logger.go, file.go).
 //
 // stdout and stderr are zero-copy: the container gets the fifo's write end
 // itself, so its bytes go straight to containerd's reader with no shim
@@ -39,9 +39,9 @@ type Stdio struct {
 // yet or went away (a containerd restart, an attach ending): the container
 // sees EOF only after CloseIO released the shim's writer and every other
 // writer closed, and only once everything written has been drained.
-type processIO struct {
+type IO struct {
 	// child holds the fds the runtime passes to the container; the shim's
-	// copies are closed once the runtime has started (closeChildSide).
+	// copies are closed once the runtime has started (CloseChildSide).
 	childStdin, childStdout, childStderr *os.File
 
 	// null is /dev/null, shared by the streams nobody asked for; closed
@@ -62,13 +62,13 @@ type processIO struct {
 	// copyDone is closed when the stdin copy goroutine returns.
 	copyDone chan struct{}
 
-	// tty is set for a terminal process (io_console.go).
+	// tty is set for a terminal process (console.go).
 	tty *ttyIO
 	// readerWait bounds the wait for an output fifo's reader.
 	readerWait time.Duration
 
-	// logger is the binary:// logging process (io_logger.go), fileLog the
-	// file:// copy (io_file.go); at most one is set.
+	// logger is the binary:// logging process (logger.go), fileLog the
+	// file:// copy (file.go); at most one is set.
 	logger  *logger
 	fileLog *fileLog
 }
@@ -77,13 +77,13 @@ type processIO struct {
 // reader: containerd's, whose open is normally already waiting.
 const ReaderWait = 2 * time.Second
 
-// openIO opens the streams of one process.
-func openIO(ctx context.Context, s Stdio, env StreamEnv) (_ *processIO, retErr error) {
+// Open opens the streams of one process.
+func Open(ctx context.Context, s Stdio, env StreamEnv) (_ *IO, retErr error) {
 	out, err := parseStdio(s)
 	if err != nil {
 		return nil, err
 	}
-	p := &processIO{readerWait: env.ReaderWait}
+	p := &IO{readerWait: env.ReaderWait}
 	defer func() {
 		if retErr != nil {
 			p.Close()
@@ -111,7 +111,7 @@ func openIO(ctx context.Context, s Stdio, env StreamEnv) (_ *processIO, retErr e
 
 // openOutput gives the container its stdout and stderr: containerd's fifos
 // themselves, a logging binary's pipes, or the pipe of a log file.
-func (p *processIO) openOutput(ctx context.Context, s Stdio, out output, env StreamEnv) error {
+func (p *IO) openOutput(ctx context.Context, s Stdio, out output, env StreamEnv) error {
 	switch out.kind {
 	case toBinary:
 		l, err := startLogger(ctx, out, env)
@@ -155,7 +155,7 @@ func (p *processIO) openOutput(ctx context.Context, s Stdio, out output, env Str
 // unset is not the same: go-runc then captures the runtime's output
 // through a pipe that the container inherits, and waiting for runc create
 // would wait for the container to close it, i.e. to exit.
-func (p *processIO) fillNull() error {
+func (p *IO) fillNull() error {
 	if p.childStdin != nil && p.childStdout != nil && p.childStderr != nil {
 		return nil
 	}
@@ -183,7 +183,7 @@ func (p *processIO) fillNull() error {
 // /proc/self/fd/1) as that user needs the inode to be its own, as the
 // runc shim's pipes are. The fifo's directory stays containerd's, closed
 // to everyone else.
-func (p *processIO) openWriteEnd(ctx context.Context, path string, uid, gid int) (*os.File, error) {
+func (p *IO) openWriteEnd(ctx context.Context, path string, uid, gid int) (*os.File, error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if err := unix.Mkfifo(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
@@ -255,7 +255,7 @@ func openFifoWriter(ctx context.Context, path string, readerWait time.Duration) 
 	return unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 }
 
-func (p *processIO) openStdin(path string, uid, gid int) error {
+func (p *IO) openStdin(path string, uid, gid int) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -274,7 +274,7 @@ func (p *processIO) openStdin(path string, uid, gid int) error {
 
 // openStdinFifo opens the stdin fifo for reading and the shim's own
 // writer that holds it open until CloseIO.
-func (p *processIO) openStdinFifo(path string) error {
+func (p *IO) openStdinFifo(path string) error {
 	// Reader first: a non-blocking O_WRONLY open fails without one.
 	rfd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -292,7 +292,7 @@ func (p *processIO) openStdinFifo(path string) error {
 // copyStdin copies containerd's stdin fifo into the container until EOF
 // (every writer, the shim's included, closed) or Close stops it, then
 // closes the container's stdin.
-func (p *processIO) copyStdin(src io.Reader, dst io.Writer) {
+func (p *IO) copyStdin(src io.Reader, dst io.Writer) {
 	defer close(p.copyDone)
 	buf := make([]byte, 32<<10)
 	_, _ = io.CopyBuffer(dst, src, buf)
@@ -310,26 +310,26 @@ func closeFile(f **os.File) {
 }
 
 // Set gives the container's fds to the runtime command; go-runc calls it.
-func (p *processIO) Set(cmd *exec.Cmd) {
+func (p *IO) Set(cmd *exec.Cmd) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.childStdin, p.childStdout, p.childStderr
 }
 
 // CloseAfterStart closes the shim's copies of the container's fds once the
 // runtime process holds them; go-runc calls it.
-func (p *processIO) CloseAfterStart() error {
-	p.closeChildSide()
+func (p *IO) CloseAfterStart() error {
+	p.CloseChildSide()
 	return nil
 }
 
 // The methods below complete go-runc's IO interface; the shim never reads
 // the container's output through go-runc.
-func (p *processIO) Stdin() io.WriteCloser { return nil }
-func (p *processIO) Stdout() io.ReadCloser { return nil }
-func (p *processIO) Stderr() io.ReadCloser { return nil }
+func (p *IO) Stdin() io.WriteCloser { return nil }
+func (p *IO) Stdout() io.ReadCloser { return nil }
+func (p *IO) Stderr() io.ReadCloser { return nil }
 
-// closeChildSide closes the shim's copies of the container's fds, so that
+// CloseChildSide closes the shim's copies of the container's fds, so that
 // EOF reaches readers when the container's own copies close.
-func (p *processIO) closeChildSide() {
+func (p *IO) CloseChildSide() {
 	closed := map[*os.File]bool{}
 	for _, f := range []*os.File{p.childStdin, p.childStdout, p.childStderr, p.null} {
 		if f != nil && !closed[f] {
@@ -340,18 +340,23 @@ func (p *processIO) closeChildSide() {
 	p.childStdin, p.childStdout, p.childStderr, p.null = nil, nil, nil, nil
 }
 
+// StdinCopied returns a channel closed when the copy into the process's
+// stdin has ended (CloseIO, or every writer gone), nil when the process
+// has no stdin.
+func (p *IO) StdinCopied() <-chan struct{} { return p.copyDone }
+
 // CloseStdin is CloseIO: it releases the shim's writer of the stdin fifo.
 // The container reads EOF once containerd's writer is closed too and what
 // was written has been copied; nothing in flight is dropped.
-func (p *processIO) CloseStdin() {
+func (p *IO) CloseStdin() {
 	p.stdinMu.Lock()
 	defer p.stdinMu.Unlock()
 	closeFile(&p.stdinHold)
 }
 
 // Close releases every fd and waits for the stdin copy to return.
-func (p *processIO) Close() error {
-	p.closeChildSide()
+func (p *IO) Close() error {
+	p.CloseChildSide()
 	p.stdinMu.Lock()
 	closeFile(&p.stdinHold)
 	// Closing the source and sink unblocks a copy still waiting on either.

@@ -1,4 +1,4 @@
-package process
+package stdio
 
 import (
 	"cmp"
@@ -56,7 +56,7 @@ type logger struct {
 	cmd  *exec.Cmd
 	exit chan runc.Exit
 	// stdout and stderr are the write ends the container gets; closed with
-	// the child side of processIO, or by the console copy.
+	// the child side of IO, or by the console copy.
 	stdout, stderr *os.File
 }
 

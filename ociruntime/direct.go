@@ -1,4 +1,4 @@
-package process
+package ociruntime
 
 import (
 	"context"
@@ -8,84 +8,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
-	runc "github.com/containerd/go-runc"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/cgroups"
 	"golang.org/x/sys/unix"
 )
-
-// DirectEngine is an Engine that can do two of the runtime's calls itself,
-// without running the runtime binary, when runc's own record shows that
-// doing so is all the runtime would do. Each method reports whether it
-// did the work; when it did not, nothing was changed and the caller runs
-// the runtime as usual. Each call saved is one exec of runc (about 6 ms
-// here) on every container's lifecycle.
-type DirectEngine interface {
-	Engine
-	// StartCreated starts a created container whose init process pidfd
-	// refers to, as `runc start` does.
-	StartCreated(ctx context.Context, id string, pidfd int) (done bool, err error)
-	// DeleteStopped removes a stopped container's cgroups and state, as
-	// `runc delete` does for a container whose init has exited.
-	DeleteStopped(ctx context.Context, id string) (done bool, err error)
-	// Forgotten reports that the runtime keeps no state for id, so that
-	// deleting it would only be told "does not exist".
-	Forgotten(id string) bool
-}
-
-// RuncEngine is go-runc's client plus the direct paths of DirectEngine.
-type RuncEngine struct {
-	*runc.Runc
-	// cgroupRoot is where every cgroup the shim may remove lives.
-	cgroupRoot string
-
-	mu sync.Mutex
-	// states caches runc's record of each container by id: what the
-	// shim reads of it (hooks, namespaces, cgroups) is fixed at create,
-	// so the OOM watch, the start and the delete parse state.json once.
-	// Guarded by mu; an entry goes with DeleteStopped or Delete.
-	states map[string]*runcState
-}
-
-// state returns runc's record of id, read once.
-func (e *RuncEngine) state(id string) (*runcState, error) {
-	e.mu.Lock()
-	st := e.states[id]
-	e.mu.Unlock()
-	if st != nil {
-		return st, nil
-	}
-	st, err := readRuncState(e.stateDir(id))
-	if err != nil {
-		return nil, err
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.states == nil {
-		e.states = map[string]*runcState{}
-	}
-	e.states[id] = st
-	return st, nil
-}
-
-func (e *RuncEngine) forget(id string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	delete(e.states, id)
-}
-
-// Delete runs the runtime's delete and forgets its record of id.
-func (e *RuncEngine) Delete(ctx context.Context, id string, opts *runc.DeleteOpts) error {
-	err := e.Runc.Delete(ctx, id, opts)
-	if err == nil {
-		e.forget(id)
-	}
-	return err
-}
-
-var _ DirectEngine = (*RuncEngine)(nil)
 
 // execFifo is the fifo in runc's state directory that a created
 // container's init blocks on, opening it for writing, until `runc start`
@@ -94,23 +22,18 @@ var _ DirectEngine = (*RuncEngine)(nil)
 // once read: its presence is what makes the container "created".
 const execFifo = "exec.fifo"
 
-func (e *RuncEngine) stateDir(id string) string { return filepath.Join(e.Root, id) }
-
-// Forgotten reports that id has no state directory under the runtime's
-// root (--root, which runc and crun keep their containers in).
-func (e *RuncEngine) Forgotten(id string) bool {
-	_, err := os.Lstat(e.stateDir(id))
-	return errors.Is(err, os.ErrNotExist)
-}
-
-// StartCreated does what `runc start` does for a created container: it
-// reads the exec fifo to its end and removes it. It declines when the
-// runtime does not use an exec fifo or the container has poststart hooks
-// (which some runc versions run at start).
-func (e *RuncEngine) StartCreated(ctx context.Context, id string, pidfd int) (bool, error) {
-	dir := e.stateDir(id)
-	st, err := e.state(id)
-	if err != nil || !st.noHook("poststart") {
+// startCreated does what `runc start` does for a created container: it
+// reads the exec fifo to its end and removes it. It declines (done false,
+// nothing changed) when the runtime does not use an exec fifo, the
+// container has poststart hooks (which some runc versions run at start),
+// or NOTIFY_SOCKET asks `runc start` to relay the container's readiness.
+func (r *Runc) startCreated(ctx context.Context, id string, pidfd int) (done bool, err error) {
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		return false, nil
+	}
+	dir := r.stateDir(id)
+	st, err := r.state(id)
+	if err != nil || !st.noHook("poststart", r.probe.hooksOmitted()) {
 		return false, nil
 	}
 	path := filepath.Join(dir, execFifo)
@@ -189,24 +112,25 @@ func readExecFifo(ctx context.Context, fd, pidfd int) (int, error) {
 	}
 }
 
-// DeleteStopped does what `runc delete` does for a container whose init
-// has exited: remove its cgroups and its state directory. It declines for
-// anything more: poststop hooks to run, processes that may outlive the
-// init (no PID namespace of its own), systemd or rootless cgroups, an
-// Intel RDT group, or a container never started.
-func (e *RuncEngine) DeleteStopped(ctx context.Context, id string) (bool, error) {
-	if e.SystemdCgroup {
+// deleteStopped does what `runc delete` does for a container whose init
+// has exited: remove its cgroups and its state directory. It declines
+// (done false) for anything more: poststop hooks to run, processes that
+// may outlive the init (no PID namespace of its own), systemd or rootless
+// cgroups, an Intel RDT group, or a container never started. What it
+// could not remove is left for `runc delete`.
+func (r *Runc) deleteStopped(ctx context.Context, id string) (done bool, err error) {
+	if r.client.SystemdCgroup {
 		return false, nil
 	}
-	dir := e.stateDir(id)
-	st, err := e.state(id)
-	if err != nil || !st.noHook("poststop") || !st.ownPidNamespace() || !st.plainCgroups() {
+	dir := r.stateDir(id)
+	st, err := r.state(id)
+	if err != nil || !st.noHook("poststop", r.probe.hooksOmitted()) || !st.ownPidNamespace() || !st.plainCgroups() {
 		return false, nil
 	}
 	if _, err := os.Lstat(filepath.Join(dir, execFifo)); err == nil {
 		return false, nil
 	}
-	paths, ok := e.cgroupDirs(st.CgroupPaths)
+	paths, ok := r.cgroupDirs(st.CgroupPaths)
 	if !ok {
 		return false, nil
 	}
@@ -220,16 +144,16 @@ func (e *RuncEngine) DeleteStopped(ctx context.Context, id string) (bool, error)
 	if err := os.RemoveAll(dir); err != nil {
 		return false, nil
 	}
-	e.forget(id)
+	r.forget(id)
 	return true, nil
 }
 
 // cgroupDirs returns the distinct cgroup directories of a container,
 // deepest first, refusing anything outside the cgroup root.
-func (e *RuncEngine) cgroupDirs(paths map[string]string) ([]string, bool) {
-	root := e.cgroupRoot
+func (r *Runc) cgroupDirs(paths map[string]string) ([]string, bool) {
+	root := r.cgroupRoot
 	if root == "" {
-		root = "/sys/fs/cgroup"
+		root = cgroups.DefaultRoot
 	}
 	var out []string
 	for _, p := range paths {

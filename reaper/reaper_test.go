@@ -1,10 +1,9 @@
-package process
+package reaper
 
 import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,14 +46,6 @@ func (l *exitLog) of(pid int) []Exit {
 	return out
 }
 
-// warmSignals starts os/signal's package goroutine, which lives for the
-// rest of the process, before a test counts goroutines.
-func warmSignals() {
-	c := make(chan os.Signal, 1)
-	signal.Notify(c, unix.SIGCHLD)
-	signal.Stop(c)
-}
-
 // runReaper runs r.Run until the returned stop is called (or the test
 // ends) and fails the test if Run does not return after done is closed.
 func runReaper(t *testing.T, r *Reaper, l *exitLog) (stop func()) {
@@ -80,8 +72,8 @@ func runReaper(t *testing.T, r *Reaper, l *exitLog) (stop func()) {
 }
 
 func TestReaperStartWait(t *testing.T) {
-	warmSignals()
-	checkNoLeaks(t)
+	testutil.WarmSignals()
+	testutil.CheckNoLeaks(t)
 	r := NewReaper()
 	var l exitLog
 	stop := runReaper(t, r, &l)
@@ -165,7 +157,7 @@ func TestReaperWaitClosedChannel(t *testing.T) {
 // TestReaperHandlerGetsOtherChildren: a child the reaper did not start
 // (a container process, an orphan) goes to the handler with its status.
 func TestReaperHandlerGetsOtherChildren(t *testing.T) {
-	warmSignals()
+	testutil.WarmSignals()
 	r := NewReaper()
 	var l exitLog
 	runReaper(t, r, &l)
@@ -195,7 +187,7 @@ func TestReaperHandlerGetsOtherChildren(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			waitFor(t, 10*time.Second, fmt.Sprintf("exit of pid %d", pid), func() bool { return len(l.of(pid)) > 0 })
+			testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("exit of pid %d", pid), func() bool { return len(l.of(pid)) > 0 })
 			got := l.of(pid)
 			if len(got) != 1 {
 				t.Fatalf("exits for pid %d: got %d (%v), want 1", pid, len(got), got)
@@ -219,7 +211,7 @@ func TestReaperChildExitedBeforeRun(t *testing.T) {
 	}
 	defer cmd.Process.Release()
 	pid := cmd.Process.Pid
-	waitFor(t, 10*time.Second, "child to become a zombie", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "child to become a zombie", func() bool {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
 			return false
@@ -230,7 +222,7 @@ func TestReaperChildExitedBeforeRun(t *testing.T) {
 	r := NewReaper()
 	var l exitLog
 	runReaper(t, r, &l)
-	waitFor(t, 10*time.Second, "the early exit", func() bool { return len(l.of(pid)) > 0 })
+	testutil.WaitFor(t, 10*time.Second, "the early exit", func() bool { return len(l.of(pid)) > 0 })
 	if got := l.of(pid); len(got) != 1 || got[0].Status != 7 {
 		t.Errorf("exits of pid %d: got %v, want one with status 7", pid, got)
 	}
@@ -241,8 +233,8 @@ func TestReaperChildExitedBeforeRun(t *testing.T) {
 // the right status.
 func TestReaperManyChildren(t *testing.T) {
 	const n = 50
-	warmSignals()
-	checkNoLeaks(t)
+	testutil.WarmSignals()
+	testutil.CheckNoLeaks(t)
 	r := NewReaper()
 	var l exitLog
 	stop := runReaper(t, r, &l)
@@ -295,7 +287,7 @@ func TestReaperManyChildren(t *testing.T) {
 			t.Errorf("no Start caller got status %d", i)
 		}
 	}
-	waitFor(t, 20*time.Second, fmt.Sprintf("%d plain exits", n), func() bool { return len(l.all()) >= n })
+	testutil.WaitFor(t, 20*time.Second, fmt.Sprintf("%d plain exits", n), func() bool { return len(l.all()) >= n })
 	stop()
 	for _, c := range plainCmds {
 		_ = c.Process.Release()
