@@ -24,13 +24,14 @@ const execFifo = "exec.fifo"
 
 // startCreated does what `runc start` does for a created container: it
 // reads the exec fifo to its end and removes it. It declines (done false,
-// nothing changed) when the runtime does not use an exec fifo, the
-// container has poststart hooks (which some runc versions run at start),
-// or NOTIFY_SOCKET asks `runc start` to relay the container's readiness.
+// nothing changed) when the runtime does not use an exec fifo or the
+// container has poststart hooks (which some runc versions run at start).
+//
+// `runc start` also relays the container's sd_notify READY=1 when
+// NOTIFY_SOCKET is in its environment; go-runc removes NOTIFY_SOCKET from
+// every runc it runs (command_linux.go), as it does for the runc shim, so
+// runc never does that here and the direct start skips nothing.
 func (r *Runc) startCreated(ctx context.Context, id string, pidfd int) (done bool, err error) {
-	if os.Getenv("NOTIFY_SOCKET") != "" {
-		return false, nil
-	}
 	dir := r.stateDir(id)
 	st, err := r.state(id)
 	if err != nil || !st.noHook("poststart", r.probe.hooksOmitted()) {

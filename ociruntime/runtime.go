@@ -31,10 +31,15 @@
 //   - the record says there is nothing else to do: no poststart hook at
 //     start (some runc versions run them in `runc start`), no poststop
 //     hook, no PID namespace shared with other processes, no systemd,
-//     rootless or Intel RDT cgroups at delete;
-//   - NOTIFY_SOCKET is not set in the shim's environment: `runc start`
-//     then waits for the container's READY=1 and relays it, which the
-//     direct start would skip.
+//     rootless or Intel RDT cgroups at delete.
+//
+// `runc start` relays a container's sd_notify READY=1 when NOTIFY_SOCKET
+// is in its environment (a containerd started by systemd with
+// Type=notify has it); go-runc strips it from every runc it runs, for the
+// runc shim too, so that step never happens and the direct start skips
+// nothing. conformance_test.go runs every lifecycle both ways with every
+// runc of the matrix and compares hooks, NOTIFY_SOCKET, cgroups, state
+// and processes left.
 //
 // A signal to one process of a container goes through its pidfd in the
 // process package (runc kill does no more than kill(2) for one process);
