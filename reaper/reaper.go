@@ -1,3 +1,10 @@
+// Package reaper reaps every child of the shim. The shim is a child
+// subreaper (cmd sets PR_SET_CHILD_SUBREAPER), so container processes
+// whose runc parent has exited become its children; one goroutine waits
+// for SIGCHLD and calls wait4(-1) until nothing is left to reap, and hands
+// each exit to exactly one receiver: the caller that started that child
+// through Start (runc, a logging binary), or else the handler given to
+// Run (the sandbox Manager, for container processes).
 package reaper
 
 import (

@@ -1,3 +1,8 @@
+// Package rootfs mounts a container's root filesystem from the mounts
+// containerd's snapshotter describes (overlay, bind, tmpfs, ...) on
+// <bundle>/rootfs before the runtime's create, and unmounts everything
+// under it at delete. A failed MountAll leaves nothing mounted; UnmountAll
+// of a path with nothing mounted succeeds, so a delete may be retried.
 package rootfs
 
 import (
