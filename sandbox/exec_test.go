@@ -13,6 +13,7 @@ import (
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 )
@@ -23,7 +24,7 @@ func runningContainer(t *testing.T, p *pod) (string, int) {
 	t.Helper()
 	ctx := context.Background()
 	bundle := newBundle(t, nil)
-	child := startSleeper(t)
+	child := testutil.StartSleeper(t)
 	p.engineFor(bundle).create = writePid(child.Process.Pid)
 	pid, err := p.m.Create(ctx, CreateRequest{ID: "c1", Bundle: bundle})
 	if err != nil {

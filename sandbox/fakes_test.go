@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
 )
@@ -296,27 +296,12 @@ func writeConfig(t *testing.T, dir string, annotations map[string]string) {
 	}
 }
 
-// startSleeper starts a real child that stands in for a container's init
-// process; the test reaps it.
-func startSleeper(t *testing.T) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command("/bin/busybox", "sleep", "60")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return cmd
-}
-
 // createContainer creates id in a new bundle whose fake runtime reports a
 // live child's pid, and returns the pid and the engine.
 func (p *pod) createContainer(t *testing.T, id string) (int, *fakeEngine) {
 	t.Helper()
 	bundle := newBundle(t, nil)
-	child := startSleeper(t)
+	child := testutil.StartSleeper(t)
 	e := p.engineFor(bundle)
 	e.create = writePid(child.Process.Pid)
 	pid, err := p.m.Create(context.Background(), CreateRequest{ID: id, Bundle: bundle})
@@ -327,16 +312,4 @@ func (p *pod) createContainer(t *testing.T, id string) (int, *fakeEngine) {
 		t.Fatalf("Create %s pid: got %d, want %d", id, pid, child.Process.Pid)
 	}
 	return pid, e
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 )
@@ -119,7 +120,7 @@ func shutdown() step {
 func create(id string) step {
 	return step{name: "create " + id, do: func(t *testing.T, p *lifetimePod) error {
 		bundle := newBundle(t, nil)
-		child := startSleeper(t)
+		child := testutil.StartSleeper(t)
 		p.engineFor(bundle).create = writePid(child.Process.Pid)
 		_, err := p.m.Create(context.Background(), CreateRequest{ID: id, Bundle: bundle})
 		return err
@@ -281,7 +282,7 @@ func TestLifetimeExitWaitsForLock(t *testing.T) {
 	p.m.Shutdown(context.Background())
 	decided := make(chan bool, 1)
 	go func() { decided <- p.m.tryExit(context.Background(), p.sock) }()
-	waitFor(t, 10*time.Second, "the exit decision to wait for the flock", func() bool { return flockWaiters(t, dir) > 0 })
+	testutil.WaitFor(t, 10*time.Second, "the exit decision to wait for the flock", func() bool { return flockWaiters(t, dir) > 0 })
 	if err := p.m.Claim(context.Background(), "b"); err != nil {
 		t.Fatalf("Claim while the exit waits for the lock: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 	runc "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
@@ -34,7 +35,7 @@ func TestManagerEventOrder(t *testing.T) {
 	if err := unix.Mkfifo(out, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	child := startSleeper(t)
+	child := testutil.StartSleeper(t)
 	p.engineFor(bundle).create = writePid(child.Process.Pid)
 	pid, err := p.m.Create(ctx, CreateRequest{
 		ID:      "c1",
@@ -141,7 +142,7 @@ func TestManagerExitDuringCreate(t *testing.T) {
 	ctx := context.Background()
 	p := newPod(t)
 	bundle := newBundle(t, nil)
-	child := startSleeper(t)
+	child := testutil.StartSleeper(t)
 	pid := child.Process.Pid
 	exitedAt := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	p.engineFor(bundle).create = func(ctx context.Context, id, b string, opts *runc.CreateOpts) error {
@@ -273,7 +274,7 @@ func TestManagerCreateInFlight(t *testing.T) {
 	ctx := context.Background()
 	p := newPod(t)
 	bundle := newBundle(t, nil)
-	child := startSleeper(t)
+	child := testutil.StartSleeper(t)
 	entered, release := make(chan struct{}), make(chan struct{})
 	p.engineFor(bundle).create = func(ctx context.Context, id, b string, opts *runc.CreateOpts) error {
 		close(entered)
@@ -570,7 +571,7 @@ func TestManagerConcurrentCreates(t *testing.T) {
 	}
 	ctrs := make([]ctr, n)
 	for i := range ctrs {
-		c := ctr{id: fmt.Sprintf("c%d", i), bundle: newBundle(t, nil), pid: startSleeper(t).Process.Pid}
+		c := ctr{id: fmt.Sprintf("c%d", i), bundle: newBundle(t, nil), pid: testutil.StartSleeper(t).Process.Pid}
 		early := i%2 == 0
 		status := 10 + i
 		p.engineFor(c.bundle).create = func(ctx context.Context, id, b string, opts *runc.CreateOpts) error {

@@ -10,6 +10,7 @@ import (
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/errdefs"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 )
 
@@ -61,7 +62,7 @@ func TestPauseResume(t *testing.T) {
 	}
 
 	want := []string{TopicTaskCreate, TopicTaskStart, TopicTaskPaused, TopicTaskResumed}
-	waitFor(t, 5*time.Second, "the pause events", func() bool { return len(pauseTopics(p)) >= len(want) })
+	testutil.WaitFor(t, 5*time.Second, "the pause events", func() bool { return len(pauseTopics(p)) >= len(want) })
 	if got := pauseTopics(p); !slices.Equal(got, want) {
 		t.Errorf("events of c1 = %q, want %q", got, want)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 	"golang.org/x/sys/unix"
@@ -103,7 +104,7 @@ func TestManagerRealReaperFastExits(t *testing.T) {
 			t.Errorf("Delete %s: %v", id, err)
 		}
 	}
-	waitFor(t, 10*time.Second, "all events", func() bool { return len(p.pub.all()) >= 3*n })
+	testutil.WaitFor(t, 10*time.Second, "all events", func() bool { return len(p.pub.all()) >= 3*n })
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("c%d", i)
 		if got, want := p.pub.topicsOf(id), []string{TopicTaskCreate, TopicTaskExit, TopicTaskDelete}; !slices.Equal(got, want) {
@@ -136,7 +137,7 @@ func TestManagerRealReaperKill(t *testing.T) {
 	if _, err := p.m.Delete(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "all events", func() bool { return len(p.pub.all()) >= 4 })
+	testutil.WaitFor(t, 10*time.Second, "all events", func() bool { return len(p.pub.all()) >= 4 })
 	if got := p.pub.topicsOf("c1"); !slices.Equal(got, lifecycleTopics) {
 		t.Errorf("topics: got %q, want %q", got, lifecycleTopics)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -302,7 +303,7 @@ mv "$FAKE_SHIM_OUT.tmp" "$FAKE_SHIM_OUT"
 	if addr != "unix://"+path {
 		t.Errorf("address: got %q, want %q", addr, "unix://"+path)
 	}
-	waitFor(t, 10*time.Second, "the fake shim's report", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the fake shim's report", func() bool {
 		_, err := os.Stat(out)
 		return err == nil
 	})
@@ -377,7 +378,7 @@ func TestWriteAddressFile(t *testing.T) {
 }
 
 func TestAdjustOOMScore(t *testing.T) {
-	child := startSleeper(t)
+	child := testutil.StartSleeper(t)
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", os.Getppid()))
 	if err != nil {
 		t.Fatal(err)
