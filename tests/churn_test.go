@@ -109,11 +109,15 @@ func TestGroupChurn(t *testing.T) {
 // creation to deletion and returns the first failure.
 func churnLifecycle(e *env, img client.Image, fifoDir, id string) (err error) {
 	ctx := e.ctx
+	runtimeOpts, err := runtimeOptions(nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", id, err)
+	}
 	container, err := e.c.NewContainer(ctx, id,
 		client.WithImage(img),
 		client.WithSnapshotter(snapshotter),
 		client.WithNewSnapshot(id+"-snapshot", img),
-		client.WithRuntime(runtimeUnderTest(), nil),
+		client.WithRuntime(runtimeUnderTest(), runtimeOpts),
 		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("/bin/true"),
 			oci.WithAnnotations(map[string]string{groupAnnotation: "churn"})),
 	)

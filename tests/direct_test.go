@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,10 +22,7 @@ import (
 // (the first argument after runc's global flags) and runs runc.
 func runcWrapper(t *testing.T, dir string) (wrapper, calls string) {
 	t.Helper()
-	runc, err := exec.LookPath("runc")
-	if err != nil {
-		t.Fatalf("runc not on PATH: %v", err)
-	}
+	runc := runcUnderTest(t)
 	calls = filepath.Join(dir, "calls.log")
 	wrapper = filepath.Join(dir, "runc-wrapper")
 	script := fmt.Sprintf(`#!/bin/sh

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"syscall"
@@ -108,10 +107,7 @@ func TestInitExitRefusesExecStart(t *testing.T) {
 // opens in TestIssue10589.
 func holdingRuntime(t *testing.T, dir string) string {
 	t.Helper()
-	runc, err := exec.LookPath("runc")
-	if err != nil {
-		t.Fatalf("runc not on PATH: %v", err)
-	}
+	runc := runcUnderTest(t)
 	wrapper := filepath.Join(dir, "runc-holding")
 	script := fmt.Sprintf(`#!/bin/sh
 proc= prev=

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -25,13 +24,12 @@ import (
 
 // TestRuntimeOptions: the runc shim's runtime options
 // (io.containerd.runc.v1.Options) are honoured: BinaryName picks the OCI
-// runtime, here crun, and a wrapper script that records how it is called.
+// runtime, here crun (through crunRuntime's wrapper, which on this
+// host's hybrid cgroups hides the unified hierarchy from it), and a
+// wrapper script that records how runc is called.
 func TestRuntimeOptions(t *testing.T) {
 	e := newDefaultEnv(t)
-	runc, err := exec.LookPath("runc")
-	if err != nil {
-		t.Fatalf("runc not on PATH: %v", err)
-	}
+	runc := runcUnderTest(t)
 	dir := filepath.Join(e.d.dir, "runtimes", e.ns)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -45,25 +43,20 @@ func TestRuntimeOptions(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name   string
-		binary string
-		opts   []oci.SpecOpts
+		name    string
+		runtime func(t *testing.T) (binary, calls string)
+		opts    []oci.SpecOpts
 	}{
 		// Debian 12's crun 1.8.1 rejects the runtime-spec version (1.3.0)
 		// containerd 2.4 writes; the test spec claims 1.0.2, which both
 		// runtimes accept, and uses nothing newer.
-		{"crun", "crun", []oci.SpecOpts{withSpecVersion("1.0.2")}},
-		{"wrapper", wrapper, nil},
+		{"crun", func(t *testing.T) (string, string) { return crunRuntime(t, dir) }, []oci.SpecOpts{withSpecVersion("1.0.2")}},
+		{"wrapper", func(*testing.T) (string, string) { return wrapper, calls }, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := exec.LookPath(tc.binary); err != nil {
-				t.Skipf("%s not installed: %v", tc.binary, err)
-			}
-			if tc.binary == "crun" {
-				skipCrunOnHybridCgroups(t)
-			}
+			binary, calls := tc.runtime(t)
 			r := e.sub(t).run(ctrSpec{id: "opts-" + tc.name, args: []string{"echo", "via-" + tc.name},
-				runtimeOpts: &options.Options{BinaryName: tc.binary}, opts: tc.opts})
+				runtimeOpts: &options.Options{BinaryName: binary}, opts: tc.opts})
 			if code := r.wait(time.Minute); code != 0 {
 				t.Errorf("exit code = %d, want 0", code)
 			}
@@ -71,30 +64,20 @@ func TestRuntimeOptions(t *testing.T) {
 			if got, want := string(r.stdout.Bytes()), "via-"+tc.name+"\n"; got != want {
 				t.Errorf("stdout = %q, want %q", got, want)
 			}
+			data, _ := os.ReadFile(calls)
+			// This shim starts and deletes a plain container itself
+			// (see TestDirectStartDelete); creating it is always the
+			// runtime's.
+			verbs := []string{"create", "start", "delete"}
+			if isSandboxRuntime() {
+				verbs = verbs[:1]
+			}
+			for _, verb := range verbs {
+				if !strings.Contains(string(data), " "+verb+" ") {
+					t.Errorf("BinaryName %s never called with %q; its calls:\n%s", binary, verb, data)
+				}
+			}
 		})
-	}
-	data, _ := os.ReadFile(calls)
-	// This shim starts and deletes a plain container itself (see
-	// TestDirectStartDelete); creating it is always the runtime's.
-	verbs := []string{"create", "start", "delete"}
-	if isSandboxRuntime() {
-		verbs = verbs[:1]
-	}
-	for _, verb := range verbs {
-		if !strings.Contains(string(data), " "+verb+" ") {
-			t.Errorf("BinaryName wrapper never called with %q; its calls:\n%s", verb, data)
-		}
-	}
-}
-
-// skipCrunOnHybridCgroups skips t where crun cannot run at all: on a
-// cgroup v1/v2 hybrid host whose unified hierarchy has controllers, crun
-// refuses every container ("cgroups in hybrid mode not supported").
-func skipCrunOnHybridCgroups(t *testing.T) {
-	t.Helper()
-	data, err := os.ReadFile("/sys/fs/cgroup/unified/cgroup.controllers")
-	if err == nil && len(strings.TrimSpace(string(data))) > 0 {
-		t.Skipf("host limitation: crun refuses cgroup hybrid mode while the unified hierarchy has controllers (%s)", strings.TrimSpace(string(data)))
 	}
 }
 

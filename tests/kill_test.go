@@ -109,10 +109,7 @@ func TestKillAfterExit(t *testing.T) {
 // still delete cleanly, leaving no process, cgroup, runc state or bundle.
 func TestKillDeletedByRuntime(t *testing.T) {
 	e := newDefaultEnv(t)
-	runc, err := exec.LookPath("runc")
-	if err != nil {
-		t.Fatalf("runc not on PATH: %v", err)
-	}
+	runc := runcUnderTest(t)
 	r := e.run(ctrSpec{id: "gone", args: []string{"sh", "-c", "echo ready; exec sleep 1000"}})
 	r.waitOutput(t, "ready\n", time.Minute)
 	x := r.exec(t, "x1", []string{"sh", "-c", "echo up; exec sleep 1000"}, nil)

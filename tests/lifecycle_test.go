@@ -35,8 +35,8 @@ func TestLifecycle(t *testing.T) {
 // testCtrRunEcho: `ctr run --rm --runtime R --rootfs DIR t1 /bin/echo hi`
 // prints exactly "hi\n" and exits 0.
 func testCtrRunEcho(t *testing.T, e *env) {
-	stdout, stderr, code, err := e.d.ctr(e.ctx, e.ns, "run", "--rm", "--runtime", runtimeUnderTest(),
-		"--rootfs", e.d.rootfs, "t1", "/bin/echo", "hi")
+	args := append([]string{"run", "--rm"}, ctrRuntimeArgs(t)...)
+	stdout, stderr, code, err := e.d.ctr(e.ctx, e.ns, append(args, "--rootfs", e.d.rootfs, "t1", "/bin/echo", "hi")...)
 	if err != nil {
 		t.Fatalf("ctr run: %v (stderr %q)", err, stderr)
 	}

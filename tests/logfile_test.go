@@ -100,8 +100,9 @@ func TestLogURIFileStreams(t *testing.T) {
 	t.Run("ctr run --log-uri", func(t *testing.T) {
 		path := filepath.Join(dir, "ctr.log")
 		uri := (&url.URL{Scheme: "file", Path: path}).String()
-		stdout, stderr, code, err := e.d.ctr(e.ctx, e.ns, "run", "--rm", "--log-uri", uri, "--runtime", runtimeUnderTest(),
-			"--rootfs", e.d.rootfs, "ctr-log", "/bin/sh", "-c", "echo out-1; echo err-1 >&2; exit 4")
+		args := append([]string{"run", "--rm", "--log-uri", uri}, ctrRuntimeArgs(t)...)
+		stdout, stderr, code, err := e.d.ctr(e.ctx, e.ns, append(args,
+			"--rootfs", e.d.rootfs, "ctr-log", "/bin/sh", "-c", "echo out-1; echo err-1 >&2; exit 4")...)
 		if err != nil {
 			t.Fatal(err)
 		}

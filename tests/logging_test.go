@@ -181,7 +181,7 @@ func newIOContainer(t *testing.T, e *env, id, script string, opts ...ioRunOpt) (
 		client.WithImage(img),
 		client.WithSnapshotter(snapshotter),
 		client.WithNewSnapshot(id+"-snapshot", img),
-		client.WithRuntime(runtimeUnderTest(), runtimeOpts),
+		client.WithRuntime(runtimeUnderTest(), runtimeOptionsFor(t, runtimeOpts)),
 		client.WithNewSpec(specOpts...),
 	)
 	if err != nil {

@@ -52,6 +52,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
+	fmt.Println(describeRunc())
 	code := m.Run()
 
 	suite.mu.Lock()

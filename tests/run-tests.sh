@@ -14,6 +14,13 @@
 #                                     against a CRI-enabled private daemon
 #                                     of that version with the runtime
 #                                     table shipped in tests/cri)
+#   the runc matrix                   tests/runc-matrix.sh: per runc that
+#                                     install-deps.sh built (or in
+#                                     $SHIM_TEST_RUNCS) and per runtime, on
+#                                     containerd 2.4.2, the lifecycle,
+#                                     exec, hook, kill and delete tests;
+#                                     Debian's runc stays the runc of the
+#                                     lanes above
 #
 # The end-to-end tests need root and what tests/install-deps.sh installs;
 # without root they skip. They use bin/containerd-shim-sandbox-v2 when it is
@@ -68,6 +75,11 @@ for runtime in $SHIM_TEST_RUNTIMES; do
 		fi
 	done
 done
+
+step "runc matrix (tests/runc-matrix.sh)"
+if ! SHIMTEST_ROOT="$SHIMTEST_ROOT" SHIM_TEST_RUNTIMES="$SHIM_TEST_RUNTIMES" bash tests/runc-matrix.sh; then
+	failed+=("runc matrix")
+fi
 
 step "containerd's own integration/client tests (tests/upstream/run.sh)"
 if [[ $(id -u) -ne 0 ]]; then

@@ -60,7 +60,7 @@ func (e *env) create(s ctrSpec) *running {
 		client.WithImage(img),
 		client.WithSnapshotter(snapshotter),
 		client.WithNewSnapshot(s.id+"-snapshot", img),
-		client.WithRuntime(runtimeUnderTest(), s.runtimeOpts),
+		client.WithRuntime(runtimeUnderTest(), runtimeOptionsFor(e.t, s.runtimeOpts)),
 		client.WithNewSpec(specOpts...),
 	)
 	if err != nil {

@@ -82,11 +82,11 @@ func TestCtrRunTerminal(t *testing.T) {
 		t.Skip("script(1) (bsdutils) not installed")
 	}
 	e := newDefaultEnv(t)
-	inner := strings.Join([]string{
-		e.d.version.ctr(), "--address", e.d.address, "--namespace", e.ns,
-		"run", "-t", "--rm", "--runtime", runtimeUnderTest(), "--rootfs", e.d.rootfs, "ctrtty",
+	args := append([]string{e.d.version.ctr(), "--address", e.d.address, "--namespace", e.ns,
+		"run", "-t", "--rm"}, ctrRuntimeArgs(t)...)
+	inner := strings.Join(append(args, "--rootfs", e.d.rootfs, "ctrtty",
 		"/bin/sh", "-c", `'test -t 0 && echo stdin-tty; i=0; while [ $i -lt 1200 ]; do stty size 2>/dev/null | { read r c; [ "${r:-0}" != 0 ] && echo "size $r $c"; } && break; i=$((i+1)); sleep 0.05; done'`,
-	}, " ")
+	), " ")
 	ctx, cancel := context.WithTimeout(e.ctx, 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, script, "-qec", "stty rows 33 cols 77; "+inner, "/dev/null")

@@ -3,7 +3,6 @@ package tests
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -25,10 +24,7 @@ import (
 // with an exec must work through it.
 func TestRuntimeRunsInBundle(t *testing.T) {
 	e := newDefaultEnv(t)
-	runc, err := exec.LookPath("runc")
-	if err != nil {
-		t.Fatalf("runc not on PATH: %v", err)
-	}
+	runc := runcUnderTest(t)
 	dir := filepath.Join(e.d.dir, "workdir", e.ns)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
