@@ -4,12 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/errdefs"
+	"github.com/pelletier/go-toml/v2"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
 )
@@ -20,15 +19,19 @@ import (
 // file holding it (ConfigPath).
 const criOptionsType = "runtimeoptions.v1.Options"
 
-// decodeCRIOptions reads runc's option names (BinaryName, SystemdCgroup,
-// ...) from the TOML that CRI passes on. containerd 1.6 sends an empty
-// body: the shim's defaults apply.
+// decodeCRIOptions reads runc's options (BinaryName, SystemdCgroup, ...)
+// from the TOML that CRI passes on. containerd 2.x marshals the runtime
+// table's options section (a map) with go-toml/v2 into ConfigBody unless
+// the section sets ConfigPath; containerd 1.6 decodes the section into
+// runtimeoptions.v1.Options itself, so its body is empty and only a
+// ConfigPath can carry options. An empty document means the shim's
+// defaults.
 func decodeCRIOptions(value []byte) (ociruntime.Options, error) {
 	var o runtimeoptions.Options
 	if err := proto.Unmarshal(value, &o); err != nil {
 		return ociruntime.Options{}, fmt.Errorf("decode CRI runtime options: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	body := o.ConfigBody
+	body, source := o.ConfigBody, "ConfigBody"
 	if len(body) == 0 && o.ConfigPath != "" {
 		data, err := os.ReadFile(o.ConfigPath)
 		if errors.Is(err, os.ErrNotExist) {
@@ -37,184 +40,163 @@ func decodeCRIOptions(value []byte) (ociruntime.Options, error) {
 		if err != nil {
 			return ociruntime.Options{}, fmt.Errorf("runtime options ConfigPath %q: %v: %w", o.ConfigPath, err, errdefs.ErrInvalidArgument)
 		}
-		body = data
+		body, source = data, fmt.Sprintf("ConfigPath %q", o.ConfigPath)
 	}
-	values, err := parseFlatTOML(string(body))
+	opts, err := optionsFromTOML(body)
 	if err != nil {
-		return ociruntime.Options{}, fmt.Errorf("runtime options: %w", err)
+		return ociruntime.Options{}, fmt.Errorf("runtime options %s: %w", source, err)
 	}
-	return optionsFromTOML(values)
+	return opts, nil
 }
 
-// optionsFromTOML maps option names to RuntimeOptions. Names match as
-// containerd's TOML decoder matches them, without regard to case, and
-// snake_case is accepted too; names the shim does not know (ConfigPath,
-// another runtime's) are ignored, as the runc shim ignores them.
-func optionsFromTOML(values map[string]any) (ociruntime.Options, error) {
+// optionsFromTOML decodes a TOML document of runc's options. go-toml
+// parses it (any TOML: sub-tables, arrays, inline tables, hex integers,
+// multi-line strings); each top-level key that names an option (see
+// optionField) sets it, and every other key is ignored, as containerd's
+// go-toml decoding into runc's Options ignores keys it has no field for.
+// A known key with a value of the wrong type, or two keys naming the same
+// option, is an invalid argument: go-toml would leave which one wins to
+// the order of a map.
+func optionsFromTOML(doc []byte) (ociruntime.Options, error) {
 	var o ociruntime.Options
-	str := map[string]*string{
-		"binaryname": &o.BinaryName, "root": &o.Root, "shimcgroup": &o.ShimCgroup,
-		"criuimagepath": &o.CriuImagePath, "criuworkpath": &o.CriuWorkPath,
+	var values map[string]any
+	if err := toml.Unmarshal(doc, &values); err != nil {
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return o, fmt.Errorf("TOML line %d column %d: %v: %w", row, col, err, errdefs.ErrInvalidArgument)
+		}
+		return o, fmt.Errorf("TOML: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	boolean := map[string]*bool{"systemdcgroup": &o.SystemdCgroup, "nopivotroot": &o.NoPivotRoot, "nonewkeyring": &o.NoNewKeyring}
-	ids := map[string]*uint32{"iouid": &o.IoUID, "iogid": &o.IoGID}
+	seen := map[string]string{} // option field -> the key that set it
 	for key, v := range values {
-		name := strings.ToLower(strings.ReplaceAll(key, "_", ""))
-		var ok bool
-		switch {
-		case str[name] != nil:
-			*str[name], ok = v.(string)
-		case boolean[name] != nil:
-			*boolean[name], ok = v.(bool)
-		case ids[name] != nil:
-			var n int64
-			if n, ok = v.(int64); ok && (n < 0 || n > 1<<32-1) {
-				return o, fmt.Errorf("%s = %d is not a uid or gid: %w", key, n, errdefs.ErrInvalidArgument)
-			}
-			*ids[name] = uint32(n)
-		default:
+		field := optionField(key)
+		if field == "" {
 			continue
 		}
-		if !ok {
-			return o, fmt.Errorf("%s has a value of type %T: %w", key, v, errdefs.ErrInvalidArgument)
+		if prev, dup := seen[field]; dup {
+			return o, fmt.Errorf("keys %q and %q both set %s: %w", min(prev, key), max(prev, key), field, errdefs.ErrInvalidArgument)
+		}
+		seen[field] = key
+		if err := setOption(&o, field, v); err != nil {
+			return o, fmt.Errorf("%s: %w", key, err)
 		}
 	}
 	return o, nil
 }
 
-// parseFlatTOML reads `key = value` lines with string, boolean and integer
-// values: the shape of a runtime's options section, which is all CRI
-// sends. Tables, arrays and the rest of TOML are refused, not guessed at.
-func parseFlatTOML(doc string) (map[string]any, error) {
-	values := map[string]any{}
-	for n, line := range strings.Split(doc, "\n") {
-		fail := func(why string) error {
-			return fmt.Errorf("TOML line %d %q: %s: %w", n+1, line, why, errdefs.ErrInvalidArgument)
-		}
-		s := strings.TrimSpace(line)
-		if s == "" || s[0] == '#' {
-			continue
-		}
-		if s[0] == '[' {
-			return nil, fail("tables are not supported in runtime options")
-		}
-		key, rest, ok := cutKey(s)
-		if !ok {
-			return nil, fail("want key = value")
-		}
-		v, rest, err := tomlValue(strings.TrimSpace(rest))
-		if err != nil {
-			return nil, fail(err.Error())
-		}
-		if rest = strings.TrimSpace(rest); rest != "" && rest[0] != '#' {
-			return nil, fail("text after the value")
-		}
-		if _, dup := values[key]; dup {
-			return nil, fail("key given twice")
-		}
-		values[key] = v
+// optionField returns the field of io.containerd.runc.v1.Options that key
+// names, or "" for none. A key is the Go field name, matched without
+// regard to case as containerd's go-toml matches it when CRI decodes a
+// runtime table for io.containerd.runc.v2, or the protobuf field name
+// (snake_case), also in any case. TaskApiAddress and TaskApiVersion
+// (deprecated in the proto) are not read: the shim ignores them in the
+// protobuf form too.
+func optionField(key string) string {
+	switch strings.ToLower(key) {
+	case "binaryname", "binary_name":
+		return "BinaryName"
+	case "root":
+		return "Root"
+	case "shimcgroup", "shim_cgroup":
+		return "ShimCgroup"
+	case "criuimagepath", "criu_image_path":
+		return "CriuImagePath"
+	case "criuworkpath", "criu_work_path":
+		return "CriuWorkPath"
+	case "systemdcgroup", "systemd_cgroup":
+		return "SystemdCgroup"
+	case "nopivotroot", "no_pivot_root":
+		return "NoPivotRoot"
+	case "nonewkeyring", "no_new_keyring":
+		return "NoNewKeyring"
+	case "iouid", "io_uid":
+		return "IoUid"
+	case "iogid", "io_gid":
+		return "IoGid"
 	}
-	return values, nil
+	return ""
 }
 
-// cutKey splits `key = rest` for a bare or quoted key.
-func cutKey(s string) (key, rest string, ok bool) {
-	if s[0] == '"' || s[0] == '\'' {
-		v, after, err := tomlString(s)
-		if err != nil {
-			return "", "", false
-		}
-		key, s = v, strings.TrimSpace(after)
-	} else {
-		i := strings.IndexFunc(s, func(r rune) bool {
-			return !(r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
-		})
-		if i <= 0 {
-			return "", "", false
-		}
-		key, s = s[:i], strings.TrimSpace(s[i:])
+// setOption sets o's field (as optionField names it) to the TOML value v,
+// which must have the field's type.
+func setOption(o *ociruntime.Options, field string, v any) error {
+	switch field {
+	case "BinaryName":
+		return setString(&o.BinaryName, v)
+	case "Root":
+		return setString(&o.Root, v)
+	case "ShimCgroup":
+		return setString(&o.ShimCgroup, v)
+	case "CriuImagePath":
+		return setString(&o.CriuImagePath, v)
+	case "CriuWorkPath":
+		return setString(&o.CriuWorkPath, v)
+	case "SystemdCgroup":
+		return setBool(&o.SystemdCgroup, v)
+	case "NoPivotRoot":
+		return setBool(&o.NoPivotRoot, v)
+	case "NoNewKeyring":
+		return setBool(&o.NoNewKeyring, v)
+	case "IoUid":
+		return setID(&o.IoUID, v)
+	case "IoGid":
+		return setID(&o.IoGID, v)
 	}
-	if !strings.HasPrefix(s, "=") {
-		return "", "", false
-	}
-	return key, s[1:], true
+	return fmt.Errorf("unknown option %s: %w", field, errdefs.ErrInvalidArgument)
 }
 
-// tomlValue reads one string, boolean or integer from the start of s.
-func tomlValue(s string) (any, string, error) {
-	switch {
-	case s == "":
-		return nil, "", errors.New("no value")
-	case s[0] == '"' || s[0] == '\'':
-		return tomlString(s)
-	case strings.HasPrefix(s, "true"):
-		return true, s[4:], nil
-	case strings.HasPrefix(s, "false"):
-		return false, s[5:], nil
+func setString(dst *string, v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return typeError(v, "a string")
 	}
-	end := strings.IndexAny(s, " \t#")
-	if end < 0 {
-		end = len(s)
-	}
-	n, err := strconv.ParseInt(strings.ReplaceAll(s[:end], "_", ""), 10, 64)
-	if err != nil {
-		return nil, "", fmt.Errorf("value %q is not a string, boolean or decimal integer", s[:end])
-	}
-	return n, s[end:], nil
+	*dst = s
+	return nil
 }
 
-// tomlString reads a literal ('...') or basic ("..." with escapes) string.
-func tomlString(s string) (string, string, error) {
-	if s[0] == '\'' {
-		end := strings.IndexByte(s[1:], '\'')
-		if end < 0 {
-			return "", "", errors.New("unterminated string")
-		}
-		return s[1 : end+1], s[end+2:], nil
+func setBool(dst *bool, v any) error {
+	b, ok := v.(bool)
+	if !ok {
+		return typeError(v, "a boolean")
 	}
-	var b strings.Builder
-	for i := 1; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '"':
-			return b.String(), s[i+1:], nil
-		case '\\':
-			if i+1 >= len(s) {
-				return "", "", errors.New("unterminated escape")
-			}
-			i++
-			switch e := s[i]; e {
-			case '"', '\\':
-				b.WriteByte(e)
-			case 'n':
-				b.WriteByte('\n')
-			case 't':
-				b.WriteByte('\t')
-			case 'r':
-				b.WriteByte('\r')
-			case 'b':
-				b.WriteByte('\b')
-			case 'f':
-				b.WriteByte('\f')
-			case 'u', 'U':
-				size := 4
-				if e == 'U' {
-					size = 8
-				}
-				if i+size >= len(s) {
-					return "", "", errors.New("short unicode escape")
-				}
-				r, err := strconv.ParseUint(s[i+1:i+1+size], 16, 32)
-				if err != nil || !utf8.ValidRune(rune(r)) {
-					return "", "", errors.New("bad unicode escape")
-				}
-				b.WriteRune(rune(r))
-				i += size
-			default:
-				return "", "", fmt.Errorf("unknown escape \\%c", e)
-			}
-		default:
-			b.WriteByte(c)
-		}
+	*dst = b
+	return nil
+}
+
+// setID sets a uid or gid: a TOML integer (go-toml gives int64) that fits
+// uint32, as containerd's go-toml decoding into runc's uint32 field
+// requires (a float is refused there too).
+func setID(dst *uint32, v any) error {
+	n, ok := v.(int64)
+	if !ok {
+		return typeError(v, "an integer")
 	}
-	return "", "", errors.New("unterminated string")
+	if n < 0 || n > 1<<32-1 {
+		return fmt.Errorf("%d is not a uid or gid (0 to %d): %w", n, uint32(1<<32-1), errdefs.ErrInvalidArgument)
+	}
+	*dst = uint32(n)
+	return nil
+}
+
+// typeError says what TOML type a value had where want was expected.
+func typeError(v any, want string) error {
+	var got string
+	switch v.(type) {
+	case string:
+		got = "a string"
+	case bool:
+		got = "a boolean"
+	case int64:
+		got = "an integer"
+	case float64:
+		got = "a float"
+	case []any:
+		got = "an array"
+	case map[string]any:
+		got = "a table"
+	default:
+		got = fmt.Sprintf("a %T", v) // the date and time types
+	}
+	return fmt.Errorf("is %s, want %s: %w", got, want, errdefs.ErrInvalidArgument)
 }

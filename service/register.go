@@ -19,6 +19,8 @@ import (
 // under a new name (runtime/task/v3/shim.proto differs from v2 only in its
 // package line), so one implementation on the v2 message types serves both
 // and the shim never links the v3 package, whose gRPC stubs pull in gRPC.
+// TestTaskV3ProtoIsV2 is the tripwire: it fails when a containerd api
+// release makes the two protos differ.
 const (
 	taskServiceV2 = "containerd.task.v2.Task"
 	taskServiceV3 = "containerd.task.v3.Task"

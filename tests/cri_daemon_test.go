@@ -51,14 +51,10 @@ type criDaemon struct {
 	conn   *grpc.ClientConn
 	rt     runtimeapi.RuntimeServiceClient
 	images runtimeapi.ImageServiceClient
-	// handler is the runtime handler pods run with: the shipped one (from
-	// cri/runtimeclass.yaml), unless the shim refuses the runtime options
-	// CRI derives from the shipped table (see optionsGap).
+	// handler is the runtime handler pods run with: the shipped one, read
+	// from cri/runtimeclass.yaml, with the shipped table's options.
 	handler string
-	// optionsGap, when not "", is why handler is defaultsHandler: the
-	// shipped handler's RunPodSandbox failed on its runtime options.
-	optionsGap string
-	logRoot    string // pods' log directories are made below it
+	logRoot string // pods' log directories are made below it
 	// cgroupRoot is the cgroup parent of every pod of this run (a path
 	// below each v1 hierarchy's root); pods get a child of it each.
 	cgroupRoot string
@@ -194,52 +190,7 @@ func startCRIDaemon(v daemonVersion, shim string, busybox []byte) (cd *criDaemon
 			return cd, err
 		}
 	}
-	if err := cd.probeShippedHandler(ctx); err != nil {
-		return cd, err
-	}
 	return cd, nil
-}
-
-// defaultsHandler is a second runtime table the suite adds: the runtime
-// under test with no options table, so CRI passes no runtime options and
-// the shim uses its defaults (runc on PATH, cgroupfs: what the shipped
-// options say).
-const defaultsHandler = "sandbox-defaults"
-
-// probeShippedHandler runs one pod with the shipped handler. When this
-// shim refuses the runtime options CRI derives from the shipped table
-// (CRI sends runtimeoptions.v1.Options, the TOML table as ConfigBody, for
-// any runtime_type but io.containerd.runc.v2), the rest of the suite runs
-// with defaultsHandler and TestCRIShippedRuntimeOptions reports the gap;
-// with SHIM_TEST_STRICT=1 there is no fallback.
-func (cd *criDaemon) probeShippedHandler(ctx context.Context) error {
-	cfg := &runtimeapi.PodSandboxConfig{
-		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "probe", Uid: "probe-" + suite.runID, Namespace: "shimtest-" + suite.runID},
-		LogDirectory: filepath.Join(cd.logRoot, "probe"),
-		Linux: &runtimeapi.LinuxPodSandboxConfig{
-			CgroupParent: cd.cgroupRoot + "/probe",
-			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
-			},
-		},
-	}
-	defer removeCgroupDirs(cfg.Linux.CgroupParent)
-	resp, err := cd.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: cd.handler})
-	if err == nil {
-		if _, err := cd.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: resp.PodSandboxId}); err != nil {
-			return fmt.Errorf("probe pod: StopPodSandbox: %w", err)
-		}
-		if _, err := cd.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId}); err != nil {
-			return fmt.Errorf("probe pod: RemovePodSandbox: %w", err)
-		}
-		return nil
-	}
-	if !isSandboxRuntime() || os.Getenv("SHIM_TEST_STRICT") == "1" || !strings.Contains(err.Error(), "runtime options of type") {
-		return fmt.Errorf("RunPodSandbox with the shipped handler %q: %w", cd.handler, err)
-	}
-	cd.optionsGap = fmt.Sprintf("RunPodSandbox with the shipped handler %q (options BinaryName, SystemdCgroup): %v", cd.handler, err)
-	cd.handler = defaultsHandler
-	return nil
 }
 
 // criConfig renders the daemon's config.toml: private paths, the CRI
@@ -301,17 +252,7 @@ func criConfig(v daemonVersion, p daemonPaths, dir, hostsDir string) (string, er
 	}
 	b.WriteString("\n# ---- " + snippetFile + " (shipped in tests/cri) ----\n")
 	b.WriteString(snippet)
-	b.WriteString("\n# ---- the suite's fallback handler: no options ----\n")
-	fmt.Fprintf(&b, "[plugins.%q.containerd.runtimes.%s]\n  runtime_type = %q\n", criRuntimePlugin(v), defaultsHandler, runtimeUnderTest())
 	return b.String(), nil
-}
-
-// criRuntimePlugin is the plugin whose config holds the runtime tables.
-func criRuntimePlugin(v daemonVersion) string {
-	if v.legacy() {
-		return "io.containerd.grpc.v1.cri"
-	}
-	return "io.containerd.cri.v1.runtime"
 }
 
 // runtimeSnippet reads a shipped runtime table and points its

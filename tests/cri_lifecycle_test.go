@@ -183,9 +183,6 @@ func TestCRIStopGracePeriod(t *testing.T) {
 // (containerd 1.7+; 1.6 sends it empty), which the shim must accept.
 func TestCRIShippedRuntimeOptions(t *testing.T) {
 	e := newCRIEnv(t)
-	if e.d.optionsGap != "" {
-		t.Skipf("KNOWN GAP: %s (the rest of the suite runs with handler %q, no options)", e.d.optionsGap, defaultsHandler)
-	}
 	p := e.runPod("options")
 	id := p.run("app", []string{"sh", "-c", "echo hi"})
 	e.waitState(id, runtimeapi.ContainerState_CONTAINER_EXITED, 30*time.Second)

@@ -54,6 +54,7 @@ func newEnvOn(t *testing.T, d *daemon, timeout time.Duration) *env {
 	t.Cleanup(func() {
 		cancel()
 		e.cleanup(logStart)
+		recordRun(t, d.version.name)
 	})
 	return e
 }

@@ -149,19 +149,6 @@ func exitsOf(evs []taskEvent) []string {
 	return out
 }
 
-// knownUpstream reports whether the runtime under test is the runc shim
-// on one of the daemon versions named, whose runc shim is known to break
-// the contract as why says; it logs that as KNOWN UPSTREAM. This
-// project's shim is never excused.
-func knownUpstream(t *testing.T, e *env, why string, versions ...string) bool {
-	t.Helper()
-	if isSandboxRuntime() || !slices.Contains(versions, e.d.version.name) {
-		return false
-	}
-	t.Logf("KNOWN UPSTREAM: the runc shim of containerd %s: %s", e.d.version.name, why)
-	return true
-}
-
 // upstreamExitRaces is why containerd 1.6's runc shim fails the exit
 // order checks: Debian's 1.6.20 predates containerd#10634 and #10651
 // (runc-shim: refuse exec starts after the init's exit; publish the

@@ -37,8 +37,8 @@ const outageEventWait = 15 * time.Second
 // the TaskDelete event where containerd deleted the task itself on its
 // way back (2.2 and 2.4.2 do, see checkExitCode). The old queue of this
 // shim dropped the kept events after about 1.5 s; the runc shim drops
-// them after about 15 s, so for it the losses are logged as KNOWN
-// UPSTREAM LOSS, while this shim is held to every event.
+// them after about 15 s, so for it the losses are listed known
+// differences, while this shim is held to every event.
 //
 // Wall time is mostly the outages themselves. The 5 s outage runs on
 // every daemon (each CI lane, 10-40 s); the 30 s and 2 min ones only on
@@ -152,12 +152,12 @@ func (o *outageRig) run(t *testing.T, outage time.Duration, group []*exiter) {
 	for _, x := range group {
 		ev := exitOf(x.r.id)
 		switch {
-		case ev == nil && !isSandboxRuntime():
+		case ev == nil && !isSandboxRuntime() &&
 			// Beyond its retry window as expected; within it too with
 			// containerd 2.2's runc shim (seen here every time with the
 			// 5 s outage).
-			t.Logf("KNOWN UPSTREAM LOSS: the runc shim dropped the TaskExit of %s (exited %v before containerd's events endpoint came back; it retries for about %v)",
-				x.r.id, back.Sub(x.exitedAt).Round(time.Millisecond), upstreamRetryWindow)
+			knownDifference(t, e.d.version.name, "taskexit-dropped-in-outage", "the runc shim dropped the TaskExit of %s (exited %v before containerd's events endpoint came back; it retries for about %v)",
+				x.r.id, back.Sub(x.exitedAt).Round(time.Millisecond), upstreamRetryWindow):
 		case ev == nil:
 			t.Errorf("%s: no TaskExit on containerd's event stream within %v of it coming back (exited %v before)",
 				x.r.id, outageEventWait, back.Sub(x.exitedAt).Round(time.Millisecond))
@@ -262,9 +262,9 @@ func (o *outageRig) checkExitCode(t *testing.T, x *exiter, l *eventLog, deadline
 			return false
 		})
 		switch {
-		case del == nil && !isSandboxRuntime():
-			t.Logf("KNOWN UPSTREAM LOSS: containerd %s deleted %s when it came back (Wait: %v) and the runc shim's TaskDelete did not reach the event stream: the exit code reached no client",
-				o.e.d.version.name, x.r.id, err)
+		case del == nil && !isSandboxRuntime() &&
+			knownDifference(t, o.e.d.version.name, "taskdelete-lost-after-outage", "containerd %s deleted %s when it came back (Wait: %v) and the runc shim's TaskDelete did not reach the event stream: the exit code reached no client",
+				o.e.d.version.name, x.r.id, err):
 		case del == nil:
 			t.Errorf("%s: containerd %s deleted the task when it came back (Wait: %v), and no TaskDelete reached the event stream within %v",
 				x.r.id, o.e.d.version.name, err, outageEventWait)

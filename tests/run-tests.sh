@@ -33,7 +33,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${SHIM_TEST_CONTAINERDS:=2.4.2 2.2 1.6}"
 : "${E2E_TIMEOUT:=40m}"
 # Strict: a NotImplemented answer fails instead of skipping as KNOWN GAP
-# (tests/README.md, the checked-in list); SHIM_TEST_STRICT=0 relaxes it
+# (tests/known-differences.toml, the checked-in list); SHIM_TEST_STRICT=0 relaxes it
 # for a local run.
 : "${SHIM_TEST_STRICT:=1}"
 export SHIM_TEST_STRICT
