@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/rootfs"
@@ -26,16 +27,16 @@ import (
 
 // newTestInit returns an Init for container c1 in a fresh bundle whose
 // fake runtime "creates" child: the pid file names it.
-func newTestInit(t *testing.T, eng *fakeEngine, child *exec.Cmd) *Init {
+func newTestInit(t *testing.T, eng *fakeruntime.Runtime, child *exec.Cmd) *Init {
 	t.Helper()
-	if eng.create == nil && child != nil {
-		eng.create = writePid(child.Process.Pid)
+	if eng.OnCreate == nil && child != nil {
+		eng.OnCreate = fakeruntime.WritePid(child.Process.Pid)
 	}
 	return NewInit(InitConfig{ID: "c1", Bundle: t.TempDir()}, eng)
 }
 
 // createdInit returns an Init already in Created, backed by a live child.
-func createdInit(t *testing.T, eng *fakeEngine) (*Init, *exec.Cmd) {
+func createdInit(t *testing.T, eng *fakeruntime.Runtime) (*Init, *exec.Cmd) {
 	t.Helper()
 	child := testutil.StartSleeper(t)
 	p := newTestInit(t, eng, child)
@@ -76,12 +77,12 @@ func childSignal(t *testing.T, cmd *exec.Cmd) syscall.Signal {
 func TestInitLifecycle(t *testing.T) {
 	testutil.CheckNoLeaks(t)
 	ctx := context.Background()
-	eng := &fakeEngine{}
+	eng := &fakeruntime.Runtime{}
 	child := testutil.StartSleeper(t)
 	var gotOpts *runc.CreateOpts
-	eng.create = func(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error {
+	eng.OnCreate = func(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error {
 		gotOpts = opts
-		return writePid(child.Process.Pid)(ctx, id, bundle, opts)
+		return fakeruntime.WritePid(child.Process.Pid)(ctx, id, bundle, opts)
 	}
 	bundle := t.TempDir()
 	p := NewInit(InitConfig{
@@ -193,7 +194,7 @@ func TestInitKillStopped(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			eng := &fakeEngine{}
+			eng := &fakeruntime.Runtime{}
 			p, _ := createdInit(t, eng)
 			p.SetExited(137, time.Now())
 			wantState(t, p, Stopped)
@@ -225,7 +226,7 @@ func TestInitKillLive(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			eng := &fakeEngine{}
+			eng := &fakeruntime.Runtime{}
 			p, child := createdInit(t, eng)
 			if tt.start {
 				if err := p.Start(context.Background()); err != nil {
@@ -266,7 +267,7 @@ func TestInitKillAllThroughRuntime(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			eng := &fakeEngine{kill: tt.kill}
+			eng := &fakeruntime.Runtime{OnKill: tt.kill}
 			p, _ := createdInit(t, eng)
 			if err := p.Start(context.Background()); err != nil {
 				t.Fatal(err)
@@ -294,9 +295,9 @@ func TestInitKillAllThroughRuntime(t *testing.T) {
 // process waiting in runc init; Delete reports that exit, delivered by the
 // reaper from another goroutine, not a made-up one.
 func TestInitDeleteCreatedWaitsForExit(t *testing.T) {
-	eng := &fakeEngine{}
+	eng := &fakeruntime.Runtime{}
 	deleting := make(chan struct{})
-	eng.delete = func(context.Context, string, bool) error {
+	eng.OnDelete = func(context.Context, string, bool) error {
 		close(deleting)
 		return nil
 	}
@@ -360,9 +361,9 @@ func TestInitCreateFailure(t *testing.T) {
 			dir := t.TempDir()
 			out := testutil.Mkfifo(t, dir, "out")
 			in := testutil.Mkfifo(t, dir, "in")
-			eng := &fakeEngine{}
+			eng := &fakeruntime.Runtime{}
 			p := NewInit(InitConfig{ID: "c1", Bundle: t.TempDir(), Stdio: stdio.Stdio{Stdin: in, Stdout: out, Stderr: out}}, eng)
-			eng.create = tt.create(p)
+			eng.OnCreate = tt.create(p)
 			pid, err := p.Create(context.Background())
 			if err == nil {
 				t.Fatal("Create: got nil error")
@@ -393,9 +394,9 @@ func TestInitCreateFailureUnmountsRootfs(t *testing.T) {
 	testutil.NeedRoot(t)
 	bundle := t.TempDir()
 	t.Cleanup(func() { _ = unix.Unmount(filepath.Join(bundle, "rootfs"), unix.MNT_DETACH) })
-	eng := &fakeEngine{}
+	eng := &fakeruntime.Runtime{}
 	var mountedDuringCreate int
-	eng.create = func(context.Context, string, string, *runc.CreateOpts) error {
+	eng.OnCreate = func(context.Context, string, string, *runc.CreateOpts) error {
 		mountedDuringCreate = len(testutil.MountsAt(t, filepath.Join(bundle, "rootfs")))
 		return errors.New("exit status 1")
 	}
@@ -419,7 +420,7 @@ func TestInitRootfsMountedUntilDelete(t *testing.T) {
 	bundle := t.TempDir()
 	rootDir := filepath.Join(bundle, "rootfs")
 	t.Cleanup(func() { _ = unix.Unmount(rootDir, unix.MNT_DETACH) })
-	eng := &fakeEngine{create: writePid(child.Process.Pid)}
+	eng := &fakeruntime.Runtime{OnCreate: fakeruntime.WritePid(child.Process.Pid)}
 	p := NewInit(InitConfig{ID: "c1", Bundle: bundle, Rootfs: []rootfs.Mount{{Type: "tmpfs", Source: "tmpfs"}}}, eng)
 	if _, err := p.Create(context.Background()); err != nil {
 		t.Fatal(err)
@@ -437,10 +438,10 @@ func TestInitRootfsMountedUntilDelete(t *testing.T) {
 }
 
 func TestInitStartFailure(t *testing.T) {
-	eng := &fakeEngine{}
+	eng := &fakeruntime.Runtime{}
 	p, _ := createdInit(t, eng)
 	cause := errors.New("exit status 1")
-	eng.start = func(context.Context, string, int) error {
+	eng.OnStart = func(context.Context, string, int) error {
 		return fmt.Errorf(`start "c1": cannot start a container that has stopped: %w`, cause)
 	}
 	err := p.Start(context.Background())
@@ -452,7 +453,7 @@ func TestInitStartFailure(t *testing.T) {
 	}
 	wantState(t, p, Created)
 
-	eng.start = nil
+	eng.OnStart = nil
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatalf("Start retry: %v", err)
 	}
@@ -471,9 +472,9 @@ func TestInitExitDuringStart(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			eng := &fakeEngine{}
+			eng := &fakeruntime.Runtime{}
 			p, _ := createdInit(t, eng)
-			eng.start = func(context.Context, string, int) error {
+			eng.OnStart = func(context.Context, string, int) error {
 				p.SetExited(0, time.Now())
 				return tt.startErr
 			}
@@ -492,10 +493,10 @@ func TestInitExitDuringStart(t *testing.T) {
 // TestInitStartingRefusesSecondCaller: while runc start runs, a second
 // Start or a Delete fails cleanly instead of racing it.
 func TestInitStartingRefusesSecondCaller(t *testing.T) {
-	eng := &fakeEngine{}
+	eng := &fakeruntime.Runtime{}
 	p, _ := createdInit(t, eng)
 	entered, release := make(chan struct{}), make(chan struct{})
-	eng.start = func(context.Context, string, int) error {
+	eng.OnStart = func(context.Context, string, int) error {
 		close(entered)
 		<-release
 		return nil
@@ -529,7 +530,7 @@ func TestInitDeleteRuntimeResults(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			eng := &fakeEngine{delete: func(context.Context, string, bool) error { return tt.err }}
+			eng := &fakeruntime.Runtime{OnDelete: func(context.Context, string, bool) error { return tt.err }}
 			p, _ := createdInit(t, eng)
 			p.SetExited(1, time.Now())
 			_, err := p.Delete(context.Background())
@@ -539,7 +540,7 @@ func TestInitDeleteRuntimeResults(t *testing.T) {
 			wantState(t, p, tt.wantState)
 			if tt.wantErr {
 				// A failed delete may be retried.
-				eng.delete = nil
+				eng.OnDelete = nil
 				if _, err := p.Delete(context.Background()); err != nil {
 					t.Fatalf("Delete retry: %v", err)
 				}
@@ -550,7 +551,7 @@ func TestInitDeleteRuntimeResults(t *testing.T) {
 }
 
 func TestInitWaitContext(t *testing.T) {
-	p, _ := createdInit(t, &fakeEngine{})
+	p, _ := createdInit(t, &fakeruntime.Runtime{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := p.Wait(ctx); !errors.Is(err, context.Canceled) {
@@ -560,7 +561,7 @@ func TestInitWaitContext(t *testing.T) {
 
 // TestInitWaitManyCallers: every Wait caller wakes on the one exit.
 func TestInitWaitManyCallers(t *testing.T) {
-	p, _ := createdInit(t, &fakeEngine{})
+	p, _ := createdInit(t, &fakeruntime.Runtime{})
 	const n = 10
 	var wg sync.WaitGroup
 	results := make(chan int, n)
@@ -600,7 +601,7 @@ func TestInitPids(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, _ := createdInit(t, &fakeEngine{ps: tt.ps})
+			p, _ := createdInit(t, &fakeruntime.Runtime{OnPs: tt.ps})
 			got, err := p.Pids(context.Background())
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("Pids: got error %v, want error %v", err, tt.wantErr)
@@ -615,11 +616,11 @@ func TestInitPids(t *testing.T) {
 // TestInitCloseStdin: CloseIO reaches the container's stdin; with no IO
 // it is a no-op.
 func TestInitCloseStdin(t *testing.T) {
-	NewInit(InitConfig{ID: "c1", Bundle: t.TempDir()}, &fakeEngine{}).CloseStdin()
+	NewInit(InitConfig{ID: "c1", Bundle: t.TempDir()}, &fakeruntime.Runtime{}).CloseStdin()
 
 	child := testutil.StartSleeper(t)
 	in := testutil.Mkfifo(t, t.TempDir(), "in")
-	p := NewInit(InitConfig{ID: "c1", Bundle: t.TempDir(), Stdio: stdio.Stdio{Stdin: in}}, &fakeEngine{create: writePid(child.Process.Pid)})
+	p := NewInit(InitConfig{ID: "c1", Bundle: t.TempDir(), Stdio: stdio.Stdio{Stdin: in}}, &fakeruntime.Runtime{OnCreate: fakeruntime.WritePid(child.Process.Pid)})
 	if _, err := p.Create(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -648,7 +649,7 @@ func TestInitCloseStdin(t *testing.T) {
 func TestInitDeleteCreatedWithoutExit(t *testing.T) {
 	child := testutil.StartSleeper(t)
 	before := testutil.CountFDs(t)
-	p := newTestInit(t, &fakeEngine{}, child)
+	p := newTestInit(t, &fakeruntime.Runtime{}, child)
 	if _, err := p.Create(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -682,7 +683,7 @@ func TestInitUpdate(t *testing.T) {
 	shares := uint64(512)
 	res := &specs.LinuxResources{CPU: &specs.LinuxCPU{Shares: &shares}}
 	var got *specs.LinuxResources
-	eng := &fakeEngine{update: func(_ context.Context, _ string, r *specs.LinuxResources) error { got = r; return nil }}
+	eng := &fakeruntime.Runtime{OnUpdate: func(_ context.Context, _ string, r *specs.LinuxResources) error { got = r; return nil }}
 	p, child := createdInit(t, eng)
 	if err := p.Update(ctx, res); err != nil {
 		t.Fatalf("Update created: %v", err)
@@ -693,7 +694,7 @@ func TestInitUpdate(t *testing.T) {
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eng.update = func(context.Context, string, *specs.LinuxResources) error {
+	eng.OnUpdate = func(context.Context, string, *specs.LinuxResources) error {
 		return errors.New(`update "c1": cgroup write failed: exit status 1`)
 	}
 	if err := p.Update(ctx, res); err == nil || !strings.Contains(err.Error(), "cgroup write failed") {

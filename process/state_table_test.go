@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -80,11 +81,11 @@ var initTable = map[State]map[string]outcome{
 // initIn returns an init process in state st, backed by a live child
 // (or a dead one, for the states after an exit). The in-between states
 // are set directly: they only exist while a runtime call runs.
-func initIn(t *testing.T, eng *fakeEngine, st State) *Init {
+func initIn(t *testing.T, eng *fakeruntime.Runtime, st State) *Init {
 	t.Helper()
 	p, child := createdInit(t, eng)
 	// runc delete --force kills the process waiting in runc init.
-	eng.delete = func(context.Context, string, bool) error {
+	eng.OnDelete = func(context.Context, string, bool) error {
 		_ = child.Process.Kill()
 		p.SetExited(KilledStatus, time.Now())
 		return nil
@@ -162,7 +163,7 @@ func TestInitStateTable(t *testing.T) {
 				continue
 			}
 			t.Run(st.String()+"/"+op, func(t *testing.T) {
-				eng := &fakeEngine{}
+				eng := &fakeruntime.Runtime{}
 				p := initIn(t, eng, st)
 				before := len(eng.Calls())
 				err := runInitOp(p, op)
@@ -199,12 +200,12 @@ func TestInitFailedDeleteAfterExit(t *testing.T) {
 	ctx := context.Background()
 	for _, from := range []State{Created, Stopped} {
 		t.Run(from.String(), func(t *testing.T) {
-			eng := &fakeEngine{}
+			eng := &fakeruntime.Runtime{}
 			p, child := createdInit(t, eng)
 			if from == Stopped {
 				p.SetExited(0, time.Now())
 			}
-			eng.delete = func(context.Context, string, bool) error {
+			eng.OnDelete = func(context.Context, string, bool) error {
 				_ = child.Process.Kill()
 				p.SetExited(KilledStatus, time.Now())
 				return errors.New("exit status 1: runc delete failed")
@@ -236,7 +237,7 @@ var execTable = map[State]map[string]outcome{
 func execIn(t *testing.T, st State) *Exec {
 	t.Helper()
 	child := testutil.StartSleeper(t)
-	eng := &fakeEngine{exec: func(_ context.Context, _ string, _ specs.Process, opts *runc.ExecOpts) error {
+	eng := &fakeruntime.Runtime{OnExec: func(_ context.Context, _ string, _ specs.Process, opts *runc.ExecOpts) error {
 		return os.WriteFile(opts.PidFile, []byte(strconv.Itoa(child.Process.Pid)), 0o600)
 	}}
 	bundle := t.TempDir()

@@ -12,12 +12,13 @@ import (
 	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 )
 
-// cgroupEngine is a fakeEngine whose paths answers
+// cgroupEngine is a fakeruntime.Runtime whose paths answers
 // CgroupPaths, which it counts.
 type cgroupEngine struct {
-	*fakeEngine
+	*fakeruntime.Runtime
 	paths func(id string, pid int) (map[string]string, error)
 
 	mu    sync.Mutex
@@ -70,8 +71,8 @@ func TestInitStatsStates(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.state.String(), func(t *testing.T) {
 			paths := v2Cgroup(t)
-			eng := &cgroupEngine{fakeEngine: &fakeEngine{}, paths: func(string, int) (map[string]string, error) { return paths, nil }}
-			p, _ := createdInit(t, eng.fakeEngine)
+			eng := &cgroupEngine{Runtime: &fakeruntime.Runtime{}, paths: func(string, int) (map[string]string, error) { return paths, nil }}
+			p, _ := createdInit(t, eng.Runtime)
 			p.runtime = eng
 			setState(p, tt.state)
 			m, err := p.Stats(context.Background())
@@ -122,8 +123,8 @@ func TestInitStatsErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			eng := &cgroupEngine{fakeEngine: &fakeEngine{}, paths: tt.paths(t)}
-			p, _ := createdInit(t, eng.fakeEngine)
+			eng := &cgroupEngine{Runtime: &fakeruntime.Runtime{}, paths: tt.paths(t)}
+			p, _ := createdInit(t, eng.Runtime)
 			p.runtime = eng
 			_, err := p.Stats(context.Background())
 			if err == nil || (tt.wantErr != nil && !errors.Is(err, tt.wantErr)) || !strings.Contains(err.Error(), `"c1"`) {
@@ -132,8 +133,8 @@ func TestInitStatsErrors(t *testing.T) {
 		})
 	}
 	t.Run("init died while the paths were read", func(t *testing.T) {
-		eng := &cgroupEngine{fakeEngine: &fakeEngine{}}
-		p, child := createdInit(t, eng.fakeEngine)
+		eng := &cgroupEngine{Runtime: &fakeruntime.Runtime{}}
+		p, child := createdInit(t, eng.Runtime)
 		eng.paths = func(string, int) (map[string]string, error) {
 			_ = child.Process.Kill()
 			_ = child.Wait() // reaped: the pid is free for reuse
@@ -150,8 +151,8 @@ func TestInitStatsErrors(t *testing.T) {
 // engine (a state.json parse) is asked once, not on every scrape.
 func TestInitStatsAsksOnce(t *testing.T) {
 	paths := v2Cgroup(t)
-	eng := &cgroupEngine{fakeEngine: &fakeEngine{}, paths: func(string, int) (map[string]string, error) { return paths, nil }}
-	p, _ := createdInit(t, eng.fakeEngine)
+	eng := &cgroupEngine{Runtime: &fakeruntime.Runtime{}, paths: func(string, int) (map[string]string, error) { return paths, nil }}
+	p, _ := createdInit(t, eng.Runtime)
 	p.runtime = eng
 	for i := 0; i < 3; i++ {
 		if _, err := p.Stats(context.Background()); err != nil {
@@ -169,10 +170,10 @@ func TestInitStatsV1(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "memory.usage_in_bytes"), []byte("8192\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eng := &cgroupEngine{fakeEngine: &fakeEngine{}, paths: func(string, int) (map[string]string, error) {
+	eng := &cgroupEngine{Runtime: &fakeruntime.Runtime{}, paths: func(string, int) (map[string]string, error) {
 		return map[string]string{"memory": dir}, nil
 	}}
-	p, _ := createdInit(t, eng.fakeEngine)
+	p, _ := createdInit(t, eng.Runtime)
 	p.runtime = eng
 	m, err := p.Stats(context.Background())
 	if s, ok := m.(*v1.Metrics); err != nil || !ok || s.GetMemory().GetUsage().GetUsage() != 8192 {

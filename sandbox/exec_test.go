@@ -13,6 +13,7 @@ import (
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
@@ -25,7 +26,7 @@ func runningContainer(t *testing.T, p *pod) (string, int) {
 	ctx := context.Background()
 	bundle := newBundle(t, nil)
 	child := testutil.StartSleeper(t)
-	p.engineFor(bundle).create = writePid(child.Process.Pid)
+	p.engineFor(bundle).OnCreate = fakeruntime.WritePid(child.Process.Pid)
 	pid, err := p.m.Create(ctx, CreateRequest{ID: "c1", Bundle: bundle})
 	if err != nil {
 		t.Fatalf("Create: %v", err)
@@ -100,7 +101,7 @@ func TestExecLifecycleAndEarlyExit(t *testing.T) {
 			if tt.early {
 				during = func() { p.m.handleExit(exit) }
 			}
-			p.engineFor(bundle).exec = execWritesPid(execPid, during)
+			p.engineFor(bundle).OnExec = execWritesPid(execPid, during)
 			if err := p.m.Exec(ctx, ExecRequest{ContainerID: "c1", ExecID: "e1", Spec: trueSpec}); err != nil {
 				t.Fatalf("Exec: %v", err)
 			}
@@ -136,7 +137,7 @@ func TestExecErrors(t *testing.T) {
 	ctx := context.Background()
 	p := newPod(t)
 	bundle, initPid := runningContainer(t, p)
-	p.engineFor(bundle).exec = execWritesPid(777002, nil)
+	p.engineFor(bundle).OnExec = execWritesPid(777002, nil)
 	if err := p.m.Exec(ctx, ExecRequest{ContainerID: "c1", ExecID: "e1", Spec: trueSpec}); err != nil {
 		t.Fatalf("Exec: %v", err)
 	}
@@ -186,7 +187,7 @@ func TestExecRacesDelete(t *testing.T) {
 	for i := range 50 {
 		id := fmt.Sprintf("c%d", i)
 		pid, e := p.createContainer(t, id)
-		e.delete = func(context.Context, string, bool) error {
+		e.OnDelete = func(context.Context, string, bool) error {
 			p.m.handleExit(reaper.Exit{Pid: pid, Status: 137, Timestamp: time.Now()})
 			return nil
 		}
@@ -222,7 +223,7 @@ func TestExecStartPanicReleasesInitExit(t *testing.T) {
 	ctx := context.Background()
 	p := newPod(t)
 	bundle, initPid := runningContainer(t, p)
-	p.engineFor(bundle).exec = func(context.Context, string, specs.Process, *runc.ExecOpts) error {
+	p.engineFor(bundle).OnExec = func(context.Context, string, specs.Process, *runc.ExecOpts) error {
 		panic("runtime wrapper bug")
 	}
 	if err := p.m.Exec(ctx, ExecRequest{ContainerID: "c1", ExecID: "e1", Spec: trueSpec}); err != nil {

@@ -12,129 +12,11 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
-	"github.com/containerd/errdefs"
-	runc "github.com/containerd/go-runc"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
 )
-
-// fakeEngine is the OCI runtime below ociruntime.Runtime: it records calls
-// and runs the hook set for a verb.
-type fakeEngine struct {
-	mu    sync.Mutex
-	calls []string
-
-	create func(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error
-	start  func(ctx context.Context, id string, pidfd int) error
-	exec   func(ctx context.Context, id string, spec specs.Process, opts *runc.ExecOpts) error
-	kill   func(ctx context.Context, id string, sig int, all bool) error
-	delete func(ctx context.Context, id string, stopped bool) error
-	ps     func(ctx context.Context, id string) ([]int, error)
-	update func(ctx context.Context, id string, resources *specs.LinuxResources) error
-	pause  func(ctx context.Context, id string) error
-	resume func(ctx context.Context, id string) error
-}
-
-var _ ociruntime.Runtime = (*fakeEngine)(nil)
-
-func (e *fakeEngine) record(format string, args ...any) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.calls = append(e.calls, fmt.Sprintf(format, args...))
-}
-
-func (e *fakeEngine) Calls() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]string(nil), e.calls...)
-}
-
-func (e *fakeEngine) Create(ctx context.Context, id, bundle string, opts *runc.CreateOpts) error {
-	e.record("create %s", id)
-	if e.create != nil {
-		return e.create(ctx, id, bundle, opts)
-	}
-	return errors.New("fake engine: no create hook")
-}
-
-func (e *fakeEngine) Update(ctx context.Context, id string, resources *specs.LinuxResources) error {
-	e.record("update %s", id)
-	if e.update != nil {
-		return e.update(ctx, id, resources)
-	}
-	return nil
-}
-
-func (e *fakeEngine) Pause(ctx context.Context, id string) error {
-	e.record("pause %s", id)
-	if e.pause != nil {
-		return e.pause(ctx, id)
-	}
-	return nil
-}
-
-func (e *fakeEngine) Resume(ctx context.Context, id string) error {
-	e.record("resume %s", id)
-	if e.resume != nil {
-		return e.resume(ctx, id)
-	}
-	return nil
-}
-
-func (e *fakeEngine) Start(ctx context.Context, id string, pidfd int) error {
-	e.record("start %s", id)
-	if e.start != nil {
-		return e.start(ctx, id, pidfd)
-	}
-	return nil
-}
-
-func (e *fakeEngine) Exec(ctx context.Context, id string, spec specs.Process, opts *runc.ExecOpts) error {
-	e.record("exec %s", id)
-	if e.exec != nil {
-		return e.exec(ctx, id, spec, opts)
-	}
-	return nil
-}
-
-func (e *fakeEngine) Kill(ctx context.Context, id string, sig int, all bool) error {
-	e.record("kill %s %d all=%v", id, sig, all)
-	if e.kill != nil {
-		return e.kill(ctx, id, sig, all)
-	}
-	return nil
-}
-
-func (e *fakeEngine) Delete(ctx context.Context, id string, stopped bool) error {
-	e.record("delete %s stopped=%v", id, stopped)
-	if e.delete != nil {
-		return e.delete(ctx, id, stopped)
-	}
-	return nil
-}
-
-// CgroupPaths answers that the fake keeps no cgroups.
-func (e *fakeEngine) CgroupPaths(id string, _ int) (map[string]string, error) {
-	return nil, fmt.Errorf("fake engine: no cgroups for %s: %w", id, errdefs.ErrNotFound)
-}
-
-func (e *fakeEngine) Ps(ctx context.Context, id string) ([]int, error) {
-	e.record("ps %s", id)
-	if e.ps != nil {
-		return e.ps(ctx, id)
-	}
-	return nil, nil
-}
-
-// writePid is a create hook that writes pid to the pid file, as
-// `runc create --pid-file` does.
-func writePid(pid int) func(context.Context, string, string, *runc.CreateOpts) error {
-	return func(_ context.Context, _, _ string, opts *runc.CreateOpts) error {
-		return os.WriteFile(opts.PidFile, []byte(fmt.Sprint(pid)), 0o600)
-	}
-}
 
 // published is one event as the publisher got it.
 type published struct {
@@ -220,12 +102,12 @@ type pod struct {
 	pub *fakePublisher
 
 	mu      sync.Mutex
-	engines map[string]*fakeEngine // by bundle; guarded by mu
+	engines map[string]*fakeruntime.Runtime // by bundle; guarded by mu
 }
 
 func newPod(t *testing.T) *pod {
 	t.Helper()
-	p := &pod{pub: &fakePublisher{}, engines: map[string]*fakeEngine{}}
+	p := &pod{pub: &fakePublisher{}, engines: map[string]*fakeruntime.Runtime{}}
 	p.m = NewManager(context.Background(), Config{
 		Namespace: "testns",
 		Publisher: p.pub,
@@ -234,7 +116,7 @@ func newPod(t *testing.T) *pod {
 			defer p.mu.Unlock()
 			e, ok := p.engines[bundle]
 			if !ok {
-				e = &fakeEngine{}
+				e = &fakeruntime.Runtime{}
 				p.engines[bundle] = e
 			}
 			return e
@@ -260,12 +142,12 @@ func (p *pod) close(t *testing.T) {
 }
 
 // engineFor returns the fake engine used for bundle, creating it.
-func (p *pod) engineFor(bundle string) *fakeEngine {
+func (p *pod) engineFor(bundle string) *fakeruntime.Runtime {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e, ok := p.engines[bundle]
 	if !ok {
-		e = &fakeEngine{}
+		e = &fakeruntime.Runtime{}
 		p.engines[bundle] = e
 	}
 	return e
@@ -298,12 +180,12 @@ func writeConfig(t *testing.T, dir string, annotations map[string]string) {
 
 // createContainer creates id in a new bundle whose fake runtime reports a
 // live child's pid, and returns the pid and the engine.
-func (p *pod) createContainer(t *testing.T, id string) (int, *fakeEngine) {
+func (p *pod) createContainer(t *testing.T, id string) (int, *fakeruntime.Runtime) {
 	t.Helper()
 	bundle := newBundle(t, nil)
 	child := testutil.StartSleeper(t)
 	e := p.engineFor(bundle)
-	e.create = writePid(child.Process.Pid)
+	e.OnCreate = fakeruntime.WritePid(child.Process.Pid)
 	pid, err := p.m.Create(context.Background(), CreateRequest{ID: id, Bundle: bundle})
 	if err != nil {
 		t.Fatalf("Create %s: %v", id, err)

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
@@ -121,7 +122,7 @@ func create(id string) step {
 	return step{name: "create " + id, do: func(t *testing.T, p *lifetimePod) error {
 		bundle := newBundle(t, nil)
 		child := testutil.StartSleeper(t)
-		p.engineFor(bundle).create = writePid(child.Process.Pid)
+		p.engineFor(bundle).OnCreate = fakeruntime.WritePid(child.Process.Pid)
 		_, err := p.m.Create(context.Background(), CreateRequest{ID: id, Bundle: bundle})
 		return err
 	}}
@@ -130,7 +131,7 @@ func create(id string) step {
 func failCreate(id string) step {
 	return step{name: "failed create " + id, do: func(t *testing.T, p *lifetimePod) error {
 		bundle := newBundle(t, nil)
-		p.engineFor(bundle).create = func(context.Context, string, string, *runc.CreateOpts) error {
+		p.engineFor(bundle).OnCreate = func(context.Context, string, string, *runc.CreateOpts) error {
 			return errors.New("runc create failed")
 		}
 		if _, err := p.m.Create(context.Background(), CreateRequest{ID: id, Bundle: bundle}); err == nil {

@@ -17,6 +17,7 @@ import (
 	runc "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
@@ -36,7 +37,7 @@ func TestManagerEventOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	child := testutil.StartSleeper(t)
-	p.engineFor(bundle).create = writePid(child.Process.Pid)
+	p.engineFor(bundle).OnCreate = fakeruntime.WritePid(child.Process.Pid)
 	pid, err := p.m.Create(ctx, CreateRequest{
 		ID:      "c1",
 		Bundle:  bundle,
@@ -106,7 +107,7 @@ func TestManagerExitDuringStart(t *testing.T) {
 	p := newPod(t)
 	pid, e := p.createContainer(t, "c1")
 	entered, release := make(chan struct{}), make(chan struct{})
-	e.start = func(context.Context, string, int) error {
+	e.OnStart = func(context.Context, string, int) error {
 		close(entered)
 		<-release
 		return nil
@@ -145,8 +146,8 @@ func TestManagerExitDuringCreate(t *testing.T) {
 	child := testutil.StartSleeper(t)
 	pid := child.Process.Pid
 	exitedAt := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	p.engineFor(bundle).create = func(ctx context.Context, id, b string, opts *runc.CreateOpts) error {
-		if err := writePid(pid)(ctx, id, b, opts); err != nil {
+	p.engineFor(bundle).OnCreate = func(ctx context.Context, id, b string, opts *runc.CreateOpts) error {
+		if err := fakeruntime.WritePid(pid)(ctx, id, b, opts); err != nil {
 			return err
 		}
 		p.m.handleExit(reaper.Exit{Pid: pid, Status: 5, Timestamp: exitedAt})
@@ -192,7 +193,7 @@ func TestManagerDeleteCreated(t *testing.T) {
 	ctx := context.Background()
 	p := newPod(t)
 	pid, e := p.createContainer(t, "c1")
-	e.delete = func(context.Context, string, bool) error {
+	e.OnDelete = func(context.Context, string, bool) error {
 		go p.m.handleExit(reaper.Exit{Pid: pid, Status: 137, Timestamp: time.Now()})
 		return nil
 	}
@@ -276,10 +277,10 @@ func TestManagerCreateInFlight(t *testing.T) {
 	bundle := newBundle(t, nil)
 	child := testutil.StartSleeper(t)
 	entered, release := make(chan struct{}), make(chan struct{})
-	p.engineFor(bundle).create = func(ctx context.Context, id, b string, opts *runc.CreateOpts) error {
+	p.engineFor(bundle).OnCreate = func(ctx context.Context, id, b string, opts *runc.CreateOpts) error {
 		close(entered)
 		<-release
-		return writePid(child.Process.Pid)(ctx, id, b, opts)
+		return fakeruntime.WritePid(child.Process.Pid)(ctx, id, b, opts)
 	}
 	created := make(chan error, 1)
 	go func() {
@@ -345,7 +346,7 @@ func TestManagerPassThrough(t *testing.T) {
 	ctx := context.Background()
 	p := newPod(t)
 	pid, e := p.createContainer(t, "c1")
-	e.ps = func(context.Context, string) ([]int, error) { return []int{pid, 4242}, nil }
+	e.OnPs = func(context.Context, string) ([]int, error) { return []int{pid, 4242}, nil }
 	if _, err := p.m.Start(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +384,7 @@ func TestManagerBadCreateDoesNotDisturb(t *testing.T) {
 	}()
 
 	failing := newBundle(t, nil)
-	p.engineFor(failing).create = func(context.Context, string, string, *runc.CreateOpts) error {
+	p.engineFor(failing).OnCreate = func(context.Context, string, string, *runc.CreateOpts) error {
 		return errors.New("exit status 1")
 	}
 	bad := []struct {
@@ -574,8 +575,8 @@ func TestManagerConcurrentCreates(t *testing.T) {
 		c := ctr{id: fmt.Sprintf("c%d", i), bundle: newBundle(t, nil), pid: testutil.StartSleeper(t).Process.Pid}
 		early := i%2 == 0
 		status := 10 + i
-		p.engineFor(c.bundle).create = func(ctx context.Context, id, b string, opts *runc.CreateOpts) error {
-			if err := writePid(c.pid)(ctx, id, b, opts); err != nil {
+		p.engineFor(c.bundle).OnCreate = func(ctx context.Context, id, b string, opts *runc.CreateOpts) error {
+			if err := fakeruntime.WritePid(c.pid)(ctx, id, b, opts); err != nil {
 				return err
 			}
 			if early {

@@ -50,7 +50,7 @@ func TestPauseResume(t *testing.T) {
 		t.Errorf("Resume running = %v, want FailedPrecondition", err)
 	}
 
-	eng.pause = func(context.Context, string) error { return errors.New("freezer: device or resource busy") }
+	eng.OnPause = func(context.Context, string) error { return errors.New("freezer: device or resource busy") }
 	if err := p.m.Pause(ctx, "c1"); err == nil {
 		t.Error("Pause with a failing runtime = nil, want an error")
 	}

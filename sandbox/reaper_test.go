@@ -10,6 +10,7 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
@@ -35,7 +36,7 @@ func newRealPod(t *testing.T) *realPod {
 		Publisher: p.pub,
 		Reaper:    reaper.NewReaper(),
 		NewEngine: func(_ ociruntime.Options, bundle string) ociruntime.Runtime {
-			return &fakeEngine{create: func(ctx context.Context, id, b string, opts *runc.CreateOpts) error {
+			return &fakeruntime.Runtime{OnCreate: func(ctx context.Context, id, b string, opts *runc.CreateOpts) error {
 				p.mu.Lock()
 				args := p.args[bundle]
 				p.mu.Unlock()
@@ -46,7 +47,7 @@ func newRealPod(t *testing.T) *realPod {
 				p.mu.Lock()
 				p.cmds = append(p.cmds, cmd)
 				p.mu.Unlock()
-				return writePid(cmd.Process.Pid)(ctx, id, b, opts)
+				return fakeruntime.WritePid(cmd.Process.Pid)(ctx, id, b, opts)
 			}}
 		},
 	})
