@@ -1,21 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os/exec"
 	"strconv"
 
 	"github.com/containerd/containerd/api/types"
-	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/service"
 )
 
@@ -36,7 +33,7 @@ func runInfo(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 		Name:    RuntimeName,
 		Version: &types.RuntimeVersion{Version: version, Revision: revision},
 	}
-	binary := runc.DefaultCommand
+	binary := ""
 	if len(data) > 0 {
 		var a anypb.Any
 		if err := proto.Unmarshal(data, &a); err != nil {
@@ -51,7 +48,7 @@ func runInfo(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 			binary = opts.BinaryName
 		}
 	}
-	if feat, err := runtimeFeatures(ctx, binary); err != nil {
+	if feat, err := ociruntime.Features(ctx, binary); err != nil {
 		// Not every runtime has `features` (youki did not); that is no error.
 		log.G(ctx).WithError(err).Debug("runtime features unavailable")
 	} else {
@@ -63,22 +60,4 @@ func runInfo(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	}
 	_, err = stdout.Write(out)
 	return err
-}
-
-func runtimeFeatures(ctx context.Context, binary string) ([]byte, error) {
-	path, err := exec.LookPath(binary)
-	if err != nil {
-		return nil, err
-	}
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, path, "features")
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("%s features: %w (%s)", path, err, bytes.TrimSpace(stderr.Bytes()))
-	}
-	if !json.Valid(out) {
-		return nil, fmt.Errorf("%s features printed no JSON", path)
-	}
-	return out, nil
 }
