@@ -11,8 +11,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/cgroups"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/cgroups"
 )
 
 // execFifo is the fifo in runc's state directory that a created

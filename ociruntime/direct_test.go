@@ -13,8 +13,9 @@ import (
 
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 )
 
 // fakeRuncState writes a runc state directory for id under root, as runc

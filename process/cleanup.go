@@ -4,9 +4,10 @@ import (
 	"context"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/rootfs"
-	"golang.org/x/sys/unix"
 )
 
 // KilledStatus is the exit status of a process killed by SIGKILL, which

@@ -11,9 +11,10 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
-	"golang.org/x/sys/unix"
 )
 
 // ExecConfig describes an extra process run in a container.

@@ -17,12 +17,13 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/rootfs"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
-	"golang.org/x/sys/unix"
 )
 
 // newTestInit returns an Init for container c1 in a fresh bundle whose

@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 )
 
 // Status is a snapshot of a process for State and Delete.

@@ -11,9 +11,10 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
-	"golang.org/x/sys/unix"
 )
 
 // outcome is what one operation in one state does: the errdefs class it

@@ -12,6 +12,7 @@ import (
 	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
+
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 )
 

@@ -11,8 +11,9 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 )
 
 var _ runc.ProcessMonitor = (*Reaper)(nil)

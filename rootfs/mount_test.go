@@ -8,8 +8,9 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 )
 
 func TestParseMountOptions(t *testing.T) {

@@ -7,9 +7,10 @@ import (
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/errdefs"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 )
 
 // exitRouter is the one owner of exits and of the order of the pod's

@@ -9,8 +9,9 @@ import (
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/errdefs"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
 )
 
 // sink records what the router publishes, as "topic id[/exec] [status]".

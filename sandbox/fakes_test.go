@@ -12,10 +12,11 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
-	"google.golang.org/protobuf/proto"
 )
 
 // published is one event as the publisher got it.

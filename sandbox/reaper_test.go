@@ -10,11 +10,12 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	"golang.org/x/sys/unix"
+
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/fakeruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
-	"golang.org/x/sys/unix"
 )
 
 // realPod is a Manager whose exits come from a real reaper; each fake

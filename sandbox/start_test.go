@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 )
 
 // shortDir returns a fresh directory with a short path, so that socket

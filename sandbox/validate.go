@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/errdefs"
+
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 )
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/rootfs"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"

@@ -8,9 +8,10 @@ import (
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 )
 
 // runcOptionsType is the type URL containerd gives io.containerd.runc.v1.Options.

@@ -6,9 +6,10 @@ import (
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 )
 
 var fullOptions = &options.Options{

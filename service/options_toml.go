@@ -9,8 +9,9 @@ import (
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/errdefs"
 	"github.com/pelletier/go-toml/v2"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 )
 
 // criOptionsType is the type URL of the options containerd's CRI plugin

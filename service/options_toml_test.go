@@ -10,8 +10,9 @@ import (
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/errdefs"
 	"github.com/pelletier/go-toml/v2"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 )
 
 func criOptions(t *testing.T, o *runtimeoptions.Options) []byte {

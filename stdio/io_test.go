@@ -14,8 +14,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 )
 
 // openFifoReader opens the containerd side of an output fifo. Opening it

@@ -13,9 +13,10 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
-	"golang.org/x/sys/unix"
 )
 
 // logReaper runs a real Reaper for the test, as the shim does, to start

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/image"
 )
 

@@ -16,9 +16,10 @@ import (
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 )
 
 func mustMarshal(t *testing.T, m proto.Message) []byte {

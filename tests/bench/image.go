@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/containerd/containerd/v2/client"
+
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/image"
 )
 
