@@ -1,0 +1,78 @@
+#!/bin/sh
+# guest-init.sh is PID 1 of the cgroup v2 guest (run.sh installs it as
+# /shimtest/init; the initramfs switch_roots to it). It sets up a pure
+# cgroup v2 host: /sys/fs/cgroup is cgroup2 (the kernel runs with
+# cgroup_no_v1=all) with every controller enabled for the root's
+# children, tmpfs /run and /tmp, devtmpfs, loopback up and no other
+# network. Then it runs the end-to-end test binary once per runtime of
+# /shimtest/job.env, in /shimtest/tests as go test would, and writes
+# everything to the console (the host's run.sh reads it) between markers:
+#
+#   @@SHIMTEST LANE BEGIN <runtime>
+#   ... the test binary's -test.v output ...
+#   @@SHIMTEST LANE END <runtime> rc=<exit code> seconds=<n>
+#   @@SHIMTEST GUEST DONE
+#
+# and powers off. A lane that failed is followed by the kernel log's tail.
+
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root
+
+fail() {
+	echo "@@SHIMTEST GUEST FAILED init: $*"
+	halt_guest
+}
+
+halt_guest() {
+	sync
+	poweroff -f
+	reboot -f
+	echo o >/proc/sysrq-trigger
+	sleep 1000
+}
+
+mount -t proc proc /proc || fail "mount /proc"
+mount -t sysfs sysfs /sys || fail "mount /sys"
+mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup || fail "mount cgroup2 on /sys/fs/cgroup"
+mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
+mkdir -p /dev/pts /dev/shm /dev/mqueue
+mount -t devpts -o ptmxmode=0666,mode=0620,gid=5 devpts /dev/pts || fail "mount /dev/pts"
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm || fail "mount /dev/shm"
+mount -t mqueue mqueue /dev/mqueue || fail "mount /dev/mqueue"
+ln -sf /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout
+ln -sf /proc/self/fd/2 /dev/stderr
+mount -t tmpfs -o mode=0755 tmpfs /run || fail "mount /run"
+mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "mount /tmp"
+hostname shimtest-guest
+ip link set lo up || fail "loopback"
+
+# runc enables the controllers it needs down a container's path, but
+# from the root's subtree_control only what is enabled there.
+for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
+	echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control || fail "enable controller $c"
+done
+
+[ -r /shimtest/job.env ] || fail "no /shimtest/job.env"
+. /shimtest/job.env
+
+echo "@@SHIMTEST GUEST UP kernel $(uname -r), $(nproc) cpus, $(awk '/MemTotal/ { print $2 " kB" }' /proc/meminfo), cgroup $(stat -f -c %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
+
+cd /shimtest/tests || fail "cd /shimtest/tests"
+for runtime in $VM_RUNTIMES; do
+	echo "@@SHIMTEST LANE BEGIN $runtime"
+	start=$(cut -d. -f1 /proc/uptime)
+	dmesg -c >/dev/null
+	SHIM_TEST_RUNTIME=$runtime /shimtest/tests.test -test.v -test.count=1 \
+		-test.timeout "$VM_TEST_TIMEOUT" -test.run "$VM_RUN" -test.skip "$VM_SKIP" 2>&1
+	rc=$?
+	if [ $rc -ne 0 ]; then
+		echo "--- kernel log of the lane (last 100 lines) ---"
+		dmesg | tail -n 100
+		echo "--- end of kernel log ---"
+	fi
+	echo "@@SHIMTEST LANE END $runtime rc=$rc seconds=$(($(cut -d. -f1 /proc/uptime) - start))"
+done
+echo "@@SHIMTEST GUEST DONE"
+halt_guest
