@@ -143,6 +143,7 @@ func flattenInto(out flatMetrics, prefix string, m protoreflect.Message) {
 			flattenInto(out, name+".", v.Message())
 		case fd.Kind() == protoreflect.DoubleKind || fd.Kind() == protoreflect.FloatKind:
 			out[name] = v.Float()
+		case isListKey(m, fd):
 		case fd.Kind() == protoreflect.Uint64Kind || fd.Kind() == protoreflect.Uint32Kind:
 			out[name] = float64(v.Uint())
 		case fd.Kind() == protoreflect.Int64Kind || fd.Kind() == protoreflect.Int32Kind:
@@ -164,6 +165,13 @@ func listKey(m protoreflect.Message, i int) string {
 		return e.Device
 	}
 	return strconv.Itoa(i)
+}
+
+// isListKey reports whether field fd of m is part of what listKey names
+// m by (a device's major and minor number).
+func isListKey(m protoreflect.Message, fd protoreflect.FieldDescriptor) bool {
+	_, io := m.Interface().(*v2stats.IOEntry)
+	return io && (fd.Name() == "major" || fd.Name() == "minor")
 }
 
 // leaves returns f without its presence keys.
@@ -323,6 +331,11 @@ func readCgroupFlat(t *testing.T, path string) flatMetrics {
 	sizes, _ := filepath.Glob(filepath.Join(dir, "hugetlb.*.current"))
 	for _, p := range sizes {
 		size := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "hugetlb."), ".current")
+		if strings.Contains(size, ".") {
+			// hugetlb.2MB.rsvd.current: the reservations, which the
+			// metrics do not have.
+			continue
+		}
 		for _, f := range []struct{ file, key string }{{"current", "current"}, {"max", "max"}} {
 			if s, ok := read("hugetlb." + size + "." + f.file); ok {
 				out["hugetlb["+size+"]."+f.key] = uint64Of("hugetlb", s)

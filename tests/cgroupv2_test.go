@@ -81,7 +81,7 @@ func withUnified(kv map[string]string) oci.SpecOpts {
 // io.stat entry for the root disk), burns a little CPU, and then sleeps
 // with a second process beside it.
 var statsWorkload = []string{"sh", "-c",
-	`sleep 1000 & dd if=/dev/zero of=/data bs=1M count=8 conv=fsync 2>/dev/null; i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; echo ready; exec sleep 1001`}
+	`sleep 1000 & dd if=/dev/zero of=/written bs=1M count=8 conv=fsync 2>/dev/null || echo dd failed; i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; echo ready; exec sleep 1001`}
 
 // TestCgroupV2Stats: the metrics of a running container, compared field
 // by field with its cgroup files (pids, cpu.stat, memory.current,
@@ -118,7 +118,7 @@ func TestCgroupV2Stats(t *testing.T) {
 			}
 		}
 		if !slices.ContainsFunc(m.GetIo().GetUsage(), func(e *v2stats.IOEntry) bool { return e.Wbytes >= 8<<20 }) {
-			t.Errorf("io usage %v: no device with the 8 MiB the container wrote", m.GetIo().GetUsage())
+			t.Errorf("io usage %v: no device with the 8 MiB the container wrote; its stdout %q, stderr %q", m.GetIo().GetUsage(), r.stdout.Bytes(), r.stderr.Bytes())
 		}
 		if m.GetPids().GetCurrent() != 2 {
 			t.Errorf("pids current = %d, want 2 (sleep 1000 and the init)", m.GetPids().GetCurrent())

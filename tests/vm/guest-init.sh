@@ -60,6 +60,14 @@ done
 echo "@@SHIMTEST GUEST UP kernel $(uname -r), $(nproc) cpus, $(awk '/MemTotal/ { print $2 " kB" }' /proc/meminfo), cgroup $(stat -f -c %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
 
 cd /shimtest/tests || fail "cd /shimtest/tests"
+if [ -n "${VM_CMD:-}" ]; then
+	# A command instead of the tests (run.sh's VM_CMD), as one lane.
+	echo "@@SHIMTEST LANE BEGIN cmd"
+	start=$(cut -d. -f1 /proc/uptime)
+	sh -c "$VM_CMD" 2>&1
+	echo "@@SHIMTEST LANE END cmd rc=$? seconds=$(($(cut -d. -f1 /proc/uptime) - start))"
+	VM_RUNTIMES=
+fi
 for runtime in $VM_RUNTIMES; do
 	echo "@@SHIMTEST LANE BEGIN $runtime"
 	start=$(cut -d. -f1 /proc/uptime)

@@ -15,7 +15,11 @@
 #   VM_TEST_TIMEOUT  each lane's -test.timeout (default 10m)
 #   VM_MEMORY        guest memory in MiB (default 2048)
 #   VM_KEEP=1        keep the work directory (image, console log)
+#   VM_BUILD_ONLY=1  make the image and stop (kept; nothing boots)
 #   SHIM_TEST_SHIM   the shim to test (default: built here, as make does)
+#   VM_CMD           a shell command the guest runs instead of the tests
+#                    (as a lane named cmd), in /shimtest/tests with the
+#                    tests' environment: to look around in the guest
 #
 # Examples:
 #   bash tests/vm/run.sh
@@ -34,6 +38,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 : "${VM_TEST_TIMEOUT:=10m}"
 : "${VM_MEMORY:=2048}"
 : "${VM_KEEP:=}"
+: "${VM_CMD:=}"
+if [[ -n "$VM_CMD" ]]; then
+	VM_RUNTIMES=cmd
+fi
+: "${VM_BUILD_ONLY:=}"
+[[ -z "$VM_BUILD_ONLY" ]] || VM_KEEP=1
 
 log() { printf 'vm: %s\n' "$*" >&2; }
 die() {
@@ -83,6 +93,7 @@ install -m 0755 tests/vm/guest-init.sh "$layer/init"
 	printf 'VM_RUN=%q\n' "$VM_RUN"
 	printf 'VM_SKIP=%q\n' "$VM_SKIP"
 	printf 'VM_TEST_TIMEOUT=%q\n' "$VM_TEST_TIMEOUT"
+	printf 'VM_CMD=%q\n' "$VM_CMD"
 	printf 'export SHIMTEST_ROOT=%q\n' "$SHIMTEST_ROOT"
 	echo 'export SHIM_TEST_CONTAINERD=2.4.2 SHIM_TEST_STRICT=1 SHIM_TEST_CGROUPV2=1'
 	echo 'export SHIM_TEST_SHIM=/shimtest/bin/containerd-shim-sandbox-v2'
@@ -103,6 +114,10 @@ truncate -s "${size}M" "$work/root.img"
 mke2fs -q -t ext4 -L shimtest -m 0 -E root_owner=0:0 -d "$work/rootfs" "$work/root.img"
 rm -rf "$work/rootfs" "$work/layer"
 log "image ${size} MiB (${used} MiB used), ready after $((SECONDS - start)) s"
+if [[ -n "$VM_BUILD_ONLY" ]]; then
+	log "VM_BUILD_ONLY: $work/root.img, kernel $base/vmlinuz, initrd $base/initrd.img"
+	exit 0
+fi
 
 # --- boot ---------------------------------------------------------------------------
 
