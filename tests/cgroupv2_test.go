@@ -178,9 +178,20 @@ func waitEvents(t *testing.T, l *eventLog, id string) []string {
 	return topics(evs)
 }
 
+// countTopic counts topic in topics.
+func countTopic(topics []string, topic string) int {
+	n := 0
+	for _, tp := range topics {
+		if tp == topic {
+			n++
+		}
+	}
+	return n
+}
+
 // TestCgroupV2OOM: a container over its 32 MiB memory limit is killed by
-// the kernel: it exits 137, TaskOOM comes before its TaskExit,
-// memory.events counts the kill, and so do the metrics of the stopped
+// the kernel: it exits 137, TaskOOM comes before its TaskExit, once per
+// kill, memory.events counts the kill, and so do the metrics of the stopped
 // container (what CRI reads for its "OOMKilled" reason).
 func TestCgroupV2OOM(t *testing.T) {
 	requireCgroupV2(t)
@@ -200,6 +211,9 @@ func TestCgroupV2OOM(t *testing.T) {
 	ev := cgKV(t, cg, "memory.events")
 	if ev["oom_kill"] < 1 || ev["oom"] < 1 {
 		t.Errorf("memory.events of %s: oom %d, oom_kill %d; want >= 1", cg, ev["oom"], ev["oom_kill"])
+	}
+	if n := countTopic(evs, "/tasks/oom"); uint64(n) != ev["oom_kill"] {
+		t.Errorf("%d TaskOOM events for %s (%v), want one per kill: memory.events oom_kill %d", n, r.id, evs, ev["oom_kill"])
 	}
 	m := metricsV2(t, r)
 	if got := m.GetMemoryEvents().GetOomKill(); got != ev["oom_kill"] {
@@ -250,9 +264,19 @@ func TestCgroupV2OOMGroup(t *testing.T) {
 				if oom, exit := slices.Index(evs, "/tasks/oom"), slices.Index(evs, "/tasks/exit"); oom < 0 || oom > exit {
 					t.Errorf("events of %s = %v, want /tasks/oom before /tasks/exit", r.id, evs)
 				}
+				t.Logf("events of %s: %v; memory.events oom_kill %d, oom_group_kill %d", r.id, evs, ev["oom_kill"], ev["oom_group_kill"])
 			} else {
 				if ev["oom_kill"] < 1 || ev["oom_group_kill"] != 0 {
 					t.Errorf("memory.events of %s: oom_kill %d, oom_group_kill %d; want >= 1 and 0", cg, ev["oom_kill"], ev["oom_group_kill"])
+				}
+				// The container lives on: only the watch on memory.events
+				// can tell of this kill.
+				var evs []taskEvent
+				if !pollUntil(20*time.Second, func() bool {
+					evs = events.of(r.id, "")
+					return uint64(countTopic(topics(evs), "/tasks/oom")) >= ev["oom_kill"]
+				}) {
+					t.Errorf("events of %s = %v while it runs on, want a /tasks/oom per kill (memory.events oom_kill %d)", r.id, topics(evs), ev["oom_kill"])
 				}
 				if got := r.status(); got != client.Running {
 					t.Errorf("status after the exec's OOM kill = %q, want %q: only the hog dies", got, client.Running)

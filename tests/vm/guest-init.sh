@@ -57,7 +57,7 @@ done
 [ -r /shimtest/job.env ] || fail "no /shimtest/job.env"
 . /shimtest/job.env
 
-echo "@@SHIMTEST GUEST UP kernel $(uname -r), $(nproc) cpus, $(awk '/MemTotal/ { print $2 " kB" }' /proc/meminfo), cgroup $(stat -f -c %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
+echo "@@SHIMTEST GUEST UP kernel $(uname -r), $(nproc) cpus, $(awk '/MemTotal/ { print $2 " kB" }' /proc/meminfo), /sys/fs/cgroup $( [ "$(stat -f -c %t /sys/fs/cgroup)" = 63677270 ] && echo cgroup2 || echo NOT-cgroup2), controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
 
 cd /shimtest/tests || fail "cd /shimtest/tests"
 if [ -n "${VM_CMD:-}" ]; then

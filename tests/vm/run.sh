@@ -30,9 +30,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 : "${SHIMTEST_ROOT:=/opt/shimtest}"
 : "${VM_RUNTIMES:=io.containerd.sandbox.v2 io.containerd.runc.v2}"
 # Lifecycle and exit codes, exec, pause/resume/kill, stats, update, the
-# leak test, crun, and the v2 tests (cgroupv2_test.go). TestLifecycle is
+# leak test, crun, CRI stats and OOMKilled, and the v2 tests
+# (cgroupv2_test.go). TestLifecycle is
 # cut to its 2.4.2 subtest: the guest has no other daemon.
-: "${VM_RUN:=^(TestCgroupV2.*|TestLifecycle|TestExitCodes|TestSIGTERMTrap|TestExec|TestExitStatusAnswerable|TestInitKilledBeforeStart|TestInitExitRefusesExecStart|TestInitExitDuringExecStart|TestSharedPidNamespaceExit|TestEventOrder|TestExecEventOrder|TestTaskControl|TestKillAfterExit|TestKillDeletedByRuntime|TestKillPaused|TestDirectStartDelete|TestPodShimNoLeaks|TestCrunLifecycle|TestRuntimeOptions)\$}"
+: "${VM_RUN:=^(TestCgroupV2.*|TestLifecycle|TestExitCodes|TestSIGTERMTrap|TestExec|TestExitStatusAnswerable|TestInitKilledBeforeStart|TestInitExitRefusesExecStart|TestInitExitDuringExecStart|TestSharedPidNamespaceExit|TestEventOrder|TestExecEventOrder|TestTaskControl|TestKillAfterExit|TestKillDeletedByRuntime|TestKillPaused|TestDirectStartDelete|TestPodShimNoLeaks|TestCrunLifecycle|TestRuntimeOptions|TestCRIContainerStats|TestCRIOOMKilled)\$}"
 : "${VM_SKIP:=^TestLifecycle\$/^(2\.2|1\.6)\$}"
 : "${VM_TIMEOUT:=900}"
 : "${VM_TEST_TIMEOUT:=10m}"
@@ -82,6 +83,8 @@ if [[ -z "$shim" ]]; then
 else
 	cp "$shim" "$layer/bin/containerd-shim-sandbox-v2"
 fi
+# The CRI suite's pause image is built from it; the guest has no Go.
+CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$layer/bin/pause" ./tests/cmd/pause
 # Static (no cgo), so it needs no library in the guest.
 log "go test -c ./tests/"
 CGO_ENABLED=0 go test -c -o "$layer/tests.test" ./tests/
@@ -96,7 +99,7 @@ install -m 0755 tests/vm/guest-init.sh "$layer/init"
 	printf 'VM_CMD=%q\n' "$VM_CMD"
 	printf 'export SHIMTEST_ROOT=%q\n' "$SHIMTEST_ROOT"
 	echo 'export SHIM_TEST_CONTAINERD=2.4.2 SHIM_TEST_STRICT=1 SHIM_TEST_CGROUPV2=1'
-	echo 'export SHIM_TEST_SHIM=/shimtest/bin/containerd-shim-sandbox-v2'
+	echo 'export SHIM_TEST_SHIM=/shimtest/bin/containerd-shim-sandbox-v2 SHIM_TEST_PAUSE=/shimtest/bin/pause'
 	# The daemons' roots on the ext4 disk, not in memory: a container's
 	# writes then show in its io.stat.
 	echo 'export TMPDIR=/var/tmp'
