@@ -60,6 +60,12 @@ programs=(
 for p in "${programs[@]}"; do
 	[[ -x "$p" ]] || die "$p not found: run tests/install-deps.sh"
 done
+# systemd as the init of run.sh's systemd boot, taken from this host's
+# Debian package as runc is (it need not run here).
+for p in /lib/systemd/systemd /bin/systemctl; do
+	[[ -x "$p" ]] || die "$p not found (apt-get install systemd; run tests/install-deps.sh)"
+	programs+=("$p")
+done
 
 # libs_of prints the shared libraries (and the loader) of its arguments,
 # resolved, one path a line, sorted.
@@ -183,6 +189,35 @@ printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
 : >"$root/etc/resolv.conf"
 echo shimtest-guest >"$root/etc/hostname"
 ln -s /proc/self/mounts "$root/etc/mtab"
+# systemd makes a machine id of its own at boot (an empty file is the
+# first-boot state) and starts shimtest.target (run.sh names it on the
+# kernel command line): shimtest.service runs the lanes (guest-init.sh
+# lanes) on the console, and powers the guest off when they are done.
+: >"$root/etc/machine-id"
+mkdir -p "$root/etc/systemd/system"
+cat >"$root/etc/systemd/system/shimtest.target" <<'EOF'
+[Unit]
+Description=shimtest cgroup v2 lanes
+Requires=shimtest.service
+After=shimtest.service
+AllowIsolate=yes
+EOF
+cat >"$root/etc/systemd/system/shimtest.service" <<'EOF'
+[Unit]
+Description=shimtest cgroup v2 lanes
+DefaultDependencies=no
+
+[Service]
+Type=oneshot
+ExecStart=/shimtest/init lanes
+StandardInput=null
+StandardOutput=tty
+StandardError=inherit
+TTYPath=/dev/ttyS0
+TimeoutStartSec=infinity
+LimitNOFILE=1048576
+TasksMax=infinity
+EOF
 cat >"$root/etc/os-release" <<EOF
 PRETTY_NAME="shimtest cgroup v2 guest ($GUEST_KERNEL_PKG $kernel_version)"
 ID=shimtest

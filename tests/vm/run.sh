@@ -7,11 +7,19 @@
 # failed in the guest, if the guest's markers are missing (it crashed or
 # did not boot) or if the guest ran out of time.
 #
-#   VM_RUNTIMES      runtimes, one lane each, in one boot (default: this
+# It boots the guest twice from one image (each boot on a copy-on-write
+# snapshot of it): "plain", busybox's shell as init (tests/vm/guest-init.sh)
+# and the cgroupfs driver, for the set below; then "systemd", systemd as
+# init and SystemdCgroup = true, for cgroupv2_systemd_test.go. Each boot
+# runs one lane per runtime.
+#
+#   VM_BOOTS         the boots (default: plain systemd)
+#   VM_RUNTIMES      runtimes, one lane each per boot (default: this
 #                    shim, then the runc shim)
-#   VM_RUN, VM_SKIP  the tests' -test.run and -test.skip (default: the
-#                    lane's set below)
-#   VM_TIMEOUT       seconds the whole guest may run (default 900)
+#   VM_RUN, VM_SKIP  the plain boot's -test.run and -test.skip (default:
+#                    the set below)
+#   VM_SYSTEMD_RUN   the systemd boot's -test.run
+#   VM_TIMEOUT       seconds each boot may run (default 900)
 #   VM_TEST_TIMEOUT  each lane's -test.timeout (default 10m)
 #   VM_MEMORY        guest memory in MiB (default 2048)
 #   VM_KEEP=1        keep the work directory (image, console log)
@@ -20,10 +28,11 @@
 #   VM_CMD           a shell command the guest runs instead of the tests
 #                    (as a lane named cmd), in /shimtest/tests with the
 #                    tests' environment: to look around in the guest
+#                    (with VM_BOOTS=systemd, under systemd)
 #
 # Examples:
 #   bash tests/vm/run.sh
-#   VM_RUNTIMES=io.containerd.sandbox.v2 VM_RUN='^TestCgroupV2OOM$' bash tests/vm/run.sh
+#   VM_BOOTS=plain VM_RUNTIMES=io.containerd.sandbox.v2 VM_RUN='^TestCgroupV2OOM$' bash tests/vm/run.sh
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -35,6 +44,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 # cut to its 2.4.2 subtest: the guest has no other daemon.
 : "${VM_RUN:=^(TestCgroupV2.*|TestLifecycle|TestExitCodes|TestSIGTERMTrap|TestExec|TestExitStatusAnswerable|TestInitKilledBeforeStart|TestInitExitRefusesExecStart|TestInitExitDuringExecStart|TestSharedPidNamespaceExit|TestEventOrder|TestExecEventOrder|TestTaskControl|TestKillAfterExit|TestKillDeletedByRuntime|TestKillPaused|TestDirectStartDelete|TestPodShimNoLeaks|TestCrunLifecycle|TestRuntimeOptions|TestCRIContainerStats|TestCRIOOMKilled)\$}"
 : "${VM_SKIP:=^TestLifecycle\$/^(2\.2|1\.6)\$}"
+: "${VM_SYSTEMD_RUN:=^TestCgroupV2Systemd\$}"
+: "${VM_BOOTS:=plain systemd}"
 : "${VM_TIMEOUT:=900}"
 : "${VM_TEST_TIMEOUT:=10m}"
 : "${VM_MEMORY:=2048}"
@@ -91,19 +102,31 @@ CGO_ENABLED=0 go test -c -o "$layer/tests.test" ./tests/
 cp tests/known-differences.toml "$layer/tests/"
 cp -r tests/cri "$layer/tests/"
 install -m 0755 tests/vm/guest-init.sh "$layer/init"
-{
+# job_env BOOT writes the environment of a boot's lanes.
+job_env() {
+	local run=$VM_RUN skip=$VM_SKIP
+	if [[ $1 == systemd ]]; then
+		run=$VM_SYSTEMD_RUN skip=
+	fi
 	printf 'VM_RUNTIMES=%q\n' "$VM_RUNTIMES"
-	printf 'VM_RUN=%q\n' "$VM_RUN"
-	printf 'VM_SKIP=%q\n' "$VM_SKIP"
+	printf 'VM_RUN=%q\n' "$run"
+	printf 'VM_SKIP=%q\n' "$skip"
 	printf 'VM_TEST_TIMEOUT=%q\n' "$VM_TEST_TIMEOUT"
 	printf 'VM_CMD=%q\n' "$VM_CMD"
 	printf 'export SHIMTEST_ROOT=%q\n' "$SHIMTEST_ROOT"
 	echo 'export SHIM_TEST_CONTAINERD=2.4.2 SHIM_TEST_STRICT=1 SHIM_TEST_CGROUPV2=1'
 	echo 'export SHIM_TEST_SHIM=/shimtest/bin/containerd-shim-sandbox-v2 SHIM_TEST_PAUSE=/shimtest/bin/pause'
+	[[ $1 != systemd ]] || echo 'export SHIM_TEST_SYSTEMD=1'
 	# The daemons' roots on the ext4 disk, not in memory: a container's
 	# writes then show in its io.stat.
 	echo 'export TMPDIR=/var/tmp'
-} >"$layer/job.env"
+}
+for b in $VM_BOOTS; do
+	case $b in
+	plain | systemd) job_env "$b" >"$layer/job-$b.env" ;;
+	*) die "VM_BOOTS: unknown boot $b (plain, systemd)" ;;
+	esac
+done
 
 # --- the image: base + layer, filled by mke2fs -d ----------------------------------
 
@@ -122,59 +145,65 @@ if [[ -n "$VM_BUILD_ONLY" ]]; then
 	exit 0
 fi
 
-# --- boot ---------------------------------------------------------------------------
+# --- boots ---------------------------------------------------------------------------
 
-console="$work/console.log"
-boot=$SECONDS
-set +e
-timeout -k 10 "$VM_TIMEOUT" qemu-system-x86_64 \
-	-accel tcg,thread=multi -smp 2 -m "$VM_MEMORY" \
-	-nic none -no-reboot -display none -monitor none -serial stdio \
-	-drive "file=$work/root.img,format=raw,if=virtio,cache=unsafe" \
-	-device virtio-rng-pci \
-	-kernel "$base/vmlinuz" -initrd "$base/initrd.img" \
-	-append "console=ttyS0 cgroup_no_v1=all loglevel=1 panic=-1 rw" \
-	</dev/null 2>&1 | sed -u 's/\r$//' | tee "$console"
-qemu_rc=${PIPESTATUS[0]}
-set -e
-log "guest ran $((SECONDS - boot)) s (qemu exit $qemu_rc); lane $((SECONDS - start)) s in all"
-
-# --- verdict ------------------------------------------------------------------------
-
-failed=()
-if [[ $qemu_rc -eq 124 || $qemu_rc -eq 137 ]]; then
-	failed+=("guest timed out after ${VM_TIMEOUT} s")
-elif [[ $qemu_rc -ne 0 ]]; then
-	failed+=("qemu exited $qemu_rc")
-fi
-if grep -q '^@@SHIMTEST GUEST FAILED' "$console"; then
-	failed+=("$(grep -m1 '^@@SHIMTEST GUEST FAILED' "$console")")
-fi
-if ! grep -q '^@@SHIMTEST GUEST UP' "$console"; then
-	failed+=("the guest never came up")
-fi
-summary=()
-for runtime in $VM_RUNTIMES; do
-	end=$(grep -m1 "^@@SHIMTEST LANE END $runtime " "$console" || true)
-	if [[ -z "$end" ]]; then
-		failed+=("$runtime: no end marker (the guest died or timed out in the lane)")
-		summary+=("$(printf '%-5s %5s  %s' MISS - "$runtime")")
-		continue
+failed=() summary=()
+for b in $VM_BOOTS; do
+	console="$work/console-$b.log"
+	append="console=ttyS0 cgroup_no_v1=all loglevel=1 panic=-1 rw shimtest.boot=$b"
+	if [[ $b == systemd ]]; then
+		[[ -x "$base/rootfs/lib/systemd/systemd" ]] ||
+			die "the guest base has no systemd (systemd is not installed here): run tests/install-deps.sh"
+		append+=" systemd.unit=shimtest.target systemd.show_status=error systemd.log_target=kmsg"
 	fi
-	rc=$(sed -n 's/.* rc=\([0-9]*\).*/\1/p' <<<"$end")
-	secs=$(sed -n 's/.* seconds=\([0-9]*\).*/\1/p' <<<"$end")
-	if [[ "$rc" != 0 ]]; then
-		failed+=("$runtime: tests failed in the guest (rc=$rc)")
-		summary+=("$(printf '%-5s %4s s  %s' FAIL "$secs" "$runtime")")
-	else
-		summary+=("$(printf '%-5s %4s s  %s' ok "$secs" "$runtime")")
+	printf '\n==> cgroup v2 guest, boot %s\n' "$b"
+	boot=$SECONDS
+	set +e
+	timeout -k 10 "$VM_TIMEOUT" qemu-system-x86_64 \
+		-accel tcg,thread=multi -smp 2 -m "$VM_MEMORY" \
+		-nic none -no-reboot -display none -monitor none -serial stdio \
+		-drive "file=$work/root.img,format=raw,if=virtio,snapshot=on" \
+		-device virtio-rng-pci \
+		-kernel "$base/vmlinuz" -initrd "$base/initrd.img" -append "$append" \
+		</dev/null 2>&1 | sed -u 's/\r$//' | tee "$console"
+	qemu_rc=${PIPESTATUS[0]}
+	set -e
+	log "boot $b ran $((SECONDS - boot)) s (qemu exit $qemu_rc); $((SECONDS - start)) s so far"
+
+	if [[ $qemu_rc -eq 124 || $qemu_rc -eq 137 ]]; then
+		failed+=("$b: guest timed out after ${VM_TIMEOUT} s")
+	elif [[ $qemu_rc -ne 0 ]]; then
+		failed+=("$b: qemu exited $qemu_rc")
 	fi
+	if grep -q '^@@SHIMTEST GUEST FAILED' "$console"; then
+		failed+=("$b: $(grep -m1 '^@@SHIMTEST GUEST FAILED' "$console")")
+	fi
+	if ! grep -q '^@@SHIMTEST GUEST UP' "$console"; then
+		failed+=("$b: the guest never came up")
+	fi
+	for runtime in $VM_RUNTIMES; do
+		end=$(grep -m1 "^@@SHIMTEST LANE END $runtime " "$console" || true)
+		if [[ -z "$end" ]]; then
+			failed+=("$b/$runtime: no end marker (the guest died or timed out in the lane)")
+			summary+=("$(printf '%-5s %6s  %-8s %s' MISS - "$b" "$runtime")")
+			continue
+		fi
+		rc=$(sed -n 's/.* rc=\([0-9]*\).*/\1/p' <<<"$end")
+		secs=$(sed -n 's/.* seconds=\([0-9]*\).*/\1/p' <<<"$end")
+		if [[ "$rc" != 0 ]]; then
+			failed+=("$b/$runtime: tests failed in the guest (rc=$rc)")
+			summary+=("$(printf '%-5s %4s s  %-8s %s' FAIL "$secs" "$b" "$runtime")")
+		else
+			summary+=("$(printf '%-5s %4s s  %-8s %s' ok "$secs" "$b" "$runtime")")
+		fi
+	done
 done
+
 printf '\ncgroup v2 lane (qemu guest), %d s in all:\n' $((SECONDS - start))
 printf '  %s\n' "${summary[@]}"
 if [[ ${#failed[@]} -gt 0 ]]; then
 	printf 'cgroup v2 lane FAILED:\n'
 	printf '  %s\n' "${failed[@]}"
-	[[ -n "$VM_KEEP" ]] || log "rerun with VM_KEEP=1 to keep the image and console log"
+	[[ -n "$VM_KEEP" ]] || log "rerun with VM_KEEP=1 to keep the image and console logs"
 	exit 1
 fi
