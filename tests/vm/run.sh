@@ -190,7 +190,11 @@ for b in $VM_BOOTS; do
 		fi
 		rc=$(sed -n 's/.* rc=\([0-9]*\).*/\1/p' <<<"$end")
 		secs=$(sed -n 's/.* seconds=\([0-9]*\).*/\1/p' <<<"$end")
-		if [[ "$rc" != 0 ]]; then
+		if awk -v r="$runtime" '$0 == "@@SHIMTEST LANE BEGIN " r { p = 1; next } index($0, "@@SHIMTEST LANE END " r " ") == 1 { p = 0 } p' "$console" |
+			grep -q '^testing: warning: no tests to run'; then
+			failed+=("$b/$runtime: no test matched -test.run (VM_RUN or VM_SYSTEMD_RUN)")
+			summary+=("$(printf '%-5s %4s s  %-8s %s' NONE "$secs" "$b" "$runtime")")
+		elif [[ "$rc" != 0 ]]; then
 			failed+=("$b/$runtime: tests failed in the guest (rc=$rc)")
 			summary+=("$(printf '%-5s %4s s  %-8s %s' FAIL "$secs" "$b" "$runtime")")
 		else
