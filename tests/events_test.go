@@ -93,6 +93,8 @@ func decodeTaskEvent(topic string, v any) taskEvent {
 		ev.containerID, ev.execID = e.ContainerID, e.ExecID
 	case *apievents.TaskExecStarted:
 		ev.containerID, ev.execID, ev.pid = e.ContainerID, e.ExecID, e.Pid
+	case *apievents.TaskOOM:
+		ev.containerID = e.ContainerID
 	}
 	return ev
 }

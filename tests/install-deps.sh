@@ -14,6 +14,11 @@
 #         the test binary of containerd's integration/client package and
 #         its runc-fp at $CONTAINERD_V24 into
 #         /opt/shimtest/upstream-client-<version> (tests/upstream/build.sh)
+#   vm:   qemu-system-x86 and systemd (apt; systemd is copied into the
+#         guest, it need not run here) and the base of the cgroup v2 lane's
+#         guest (tests/vm/build-guest.sh: a Debian cloud kernel from
+#         apt-get download, never installed here) into
+#         /opt/shimtest/guest-<key>
 #
 # Nothing is downloaded except through apt and the Go module proxy.
 set -euo pipefail
@@ -224,6 +229,26 @@ install_upstream_client() {
 		bash "$(dirname "${BASH_SOURCE[0]}")/upstream/build.sh"
 }
 
+# The cgroup v2 lane (tests/vm/run.sh): qemu, systemd for the guest's
+# systemd boot, and the guest's base, which holds the containerd v2.4.2
+# installed above (the path the tests name).
+install_guest() {
+	local missing
+	missing=$(apt_missing qemu-system-x86 systemd)
+	if [[ -n "$missing" ]]; then
+		log "apt-get install $missing"
+		# shellcheck disable=SC2086 # word splitting of the package list is wanted
+		if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing; then
+			apt-get update -q
+			# shellcheck disable=SC2086
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+		fi
+	else
+		log "qemu-system-x86 and systemd present"
+	fi
+	SHIMTEST_ROOT="$SHIMTEST_ROOT" bash "$(dirname "${BASH_SOURCE[0]}")/vm/build-guest.sh" >/dev/null
+}
+
 if ! command -v go >/dev/null; then
 	log "go is not on PATH"
 	exit 1
@@ -237,4 +262,5 @@ for v in "$RUNC_V12" "$RUNC_V13" "$RUNC_V14" "$RUNC_V15"; do
 	install_runc "$v"
 done
 install_upstream_client "$CONTAINERD_V24"
+install_guest
 log "done"

@@ -21,6 +21,12 @@
 #                                     exec, hook, kill and delete tests;
 #                                     Debian's runc stays the runc of the
 #                                     lanes above
+#   the cgroup v2 lane                tests/vm/run.sh: a qemu guest on a
+#                                     pure cgroup v2 hierarchy runs the
+#                                     lifecycle, exec, pause/kill, stats,
+#                                     OOM, update, leak and cgroupv2_test.go
+#                                     tests against containerd 2.4.2, per
+#                                     runtime in $SHIM_TEST_RUNTIMES
 #
 # The end-to-end tests need root and what tests/install-deps.sh installs;
 # without root they skip. They use bin/containerd-shim-sandbox-v2 when it is
@@ -79,6 +85,13 @@ done
 step "runc matrix (tests/runc-matrix.sh)"
 if ! SHIMTEST_ROOT="$SHIMTEST_ROOT" SHIM_TEST_RUNTIMES="$SHIM_TEST_RUNTIMES" bash tests/runc-matrix.sh; then
 	failed+=("runc matrix")
+fi
+
+step "cgroup v2 lane (qemu guest, tests/vm/run.sh)"
+if [[ $(id -u) -ne 0 ]]; then
+	echo "not root: skipped (it builds and boots a guest)"
+elif ! SHIMTEST_ROOT="$SHIMTEST_ROOT" VM_RUNTIMES="$SHIM_TEST_RUNTIMES" bash tests/vm/run.sh; then
+	failed+=("cgroup v2 lane")
 fi
 
 step "containerd's own integration/client tests (tests/upstream/run.sh)"

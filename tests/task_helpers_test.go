@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"io"
 	"os"
@@ -29,6 +30,8 @@ type ctrSpec struct {
 	// terminal gives the task a pty: stdout and stderr arrive merged on
 	// stdout, with the tty's line discipline applied.
 	terminal bool
+	// runtime is the container's runtime; "" for the runtime under test.
+	runtime string
 }
 
 // running is a container with a task, its captured output and its exit
@@ -60,7 +63,7 @@ func (e *env) create(s ctrSpec) *running {
 		client.WithImage(img),
 		client.WithSnapshotter(snapshotter),
 		client.WithNewSnapshot(s.id+"-snapshot", img),
-		client.WithRuntime(runtimeUnderTest(), runtimeOptionsFor(e.t, s.runtimeOpts)),
+		client.WithRuntime(cmp.Or(s.runtime, runtimeUnderTest()), runtimeOptionsFor(e.t, s.runtimeOpts)),
 		client.WithNewSpec(specOpts...),
 	)
 	if err != nil {
