@@ -12,8 +12,12 @@ all: build
 
 build: bin/$(BINARY)
 
+# The project's packages the binary is built from, as go list says: a new
+# package cannot be forgotten here.
+SHIM_DIRS := $(shell $(GO) list -deps -f '{{.Dir}}' ./cmd/$(BINARY) 2>/dev/null | grep '^$(CURDIR)/')
+
 # Static and stripped: the binary's pages are what every pod's shim maps.
-bin/$(BINARY): $(shell find cmd service sandbox process cgroups -name '*.go' -not -name '*_test.go') go.mod go.sum
+bin/$(BINARY): $(shell find $(SHIM_DIRS) -maxdepth 1 -name '*.go' -not -name '*_test.go') go.mod go.sum
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$(BINARY)
 
 install: bin/$(BINARY)

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,8 +10,27 @@ import (
 	"time"
 )
 
-// shimSourceDirs are the packages the shim binary is built from.
-var shimSourceDirs = []string{"cmd", "service", "sandbox", "process", "cgroups"}
+// shimSourceDirs returns the directories of the project's packages the
+// shim binary is built from, as go list says, so that a new package
+// cannot be forgotten.
+func shimSourceDirs(repo string) ([]string, error) {
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{.Dir}}", "./cmd/containerd-shim-sandbox-v2")
+	cmd.Dir = repo
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list the shim's packages: %w", err)
+	}
+	var dirs []string
+	for _, d := range strings.Fields(string(out)) {
+		if strings.HasPrefix(d, repo+string(filepath.Separator)) {
+			dirs = append(dirs, d)
+		}
+	}
+	if len(dirs) == 0 {
+		return nil, fmt.Errorf("go list named no package of %s", repo)
+	}
+	return dirs, nil
+}
 
 // shimUnderTest returns the shim binary to install as
 // containerd-shim-sandbox-v2, or "" when the runtime under test is not
@@ -92,18 +110,23 @@ func newestSource(repo string) (time.Time, error) {
 			return newest, err
 		}
 	}
-	for _, dir := range shimSourceDirs {
-		err := filepath.WalkDir(filepath.Join(repo, dir), func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-				return nil
-			}
-			return note(path)
-		})
-		if err != nil && !os.IsNotExist(err) {
+	dirs, err := shimSourceDirs(repo)
+	if err != nil {
+		return newest, err
+	}
+	for _, dir := range dirs {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
 			return newest, err
+		}
+		for _, e := range ents {
+			name := e.Name()
+			if e.IsDir() || !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
+				continue
+			}
+			if err := note(filepath.Join(dir, name)); err != nil {
+				return newest, err
+			}
 		}
 	}
 	return newest, nil
