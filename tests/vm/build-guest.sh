@@ -44,7 +44,7 @@ die() {
 for cmd in apt-get apt-cache dpkg-deb gzip ldd sha256sum flock; do
 	command -v "$cmd" >/dev/null || die "$cmd not found"
 done
-[[ -x /bin/busybox ]] && /bin/busybox --list | grep -qx depmod ||
+[[ -x /bin/busybox ]] && /bin/busybox --list | grep -x depmod >/dev/null ||
 	die "/bin/busybox (busybox-static, with depmod) not found: run tests/install-deps.sh"
 
 # The programs in the guest, at the paths the tests expect: containerd
