@@ -1,11 +1,14 @@
 package cgroups
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 )
 
 // TestWatchOOMv2: on a (fake) unified cgroup, each rise of memory.events'
@@ -30,13 +33,7 @@ func TestWatchOOMv2(t *testing.T) {
 	}
 	waitKills := func(want int32) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for kills.Load() < want {
-			if time.Now().After(deadline) {
-				t.Fatalf("kills = %d, want %d", kills.Load(), want)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("kills = %d", want), func() bool { return kills.Load() >= want })
 	}
 	write("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
 	waitKills(1)

@@ -235,12 +235,7 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, sp *spec, engin
 	if err := p.WatchOOM(func(kills uint64) { m.exits.oom(req.ID, kills) }); err != nil {
 		// Without the watch an OOM kill is still an exit; only CRI's
 		// "OOMKilled" reason is lost.
-		entry := log.G(ctx).WithError(err).WithField("id", req.ID)
-		if errdefs.IsNotImplemented(err) {
-			entry.Debug("no OOM watch: the runtime does not say where its cgroups are")
-		} else {
-			entry.Warn("no OOM watch")
-		}
+		log.G(ctx).WithError(err).WithField("id", req.ID).Warn("no OOM watch")
 	}
 	return p, pid, nil
 }
