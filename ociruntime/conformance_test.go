@@ -193,9 +193,19 @@ func runLifecycle(t *testing.T, binary string, tc conformanceCase, direct bool) 
 	}
 	// The init is runc's child, reparented to whoever reaps here; its
 	// pidfd polls readable once it has exited.
+	// Poll is not restarted after a signal (Go's preemption signal or
+	// a SIGCHLD lands here), so EINTR polls again until the deadline.
 	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	if n, err := unix.Poll(fds, 30_000); err != nil || n != 1 {
-		t.Fatalf("the container did not exit: %d, %v", n, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds()))
+		if errors.Is(err, unix.EINTR) && time.Now().Before(deadline) {
+			continue
+		}
+		if err != nil || n != 1 {
+			t.Fatalf("the container did not exit: %d, %v", n, err)
+		}
+		break
 	}
 	if err := r.Delete(ctx, id, true); err != nil {
 		t.Fatalf("delete: %v", err)
