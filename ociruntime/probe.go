@@ -1,9 +1,7 @@
 package ociruntime
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -166,31 +164,4 @@ func (r *Runc) Version(ctx context.Context) (string, error) {
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
-}
-
-// Features returns what `<binary> features` prints: the runtime-spec
-// features.Features JSON that containerd reads from the shim's -info.
-// A runtime without the command (youki did not have it) is an error the
-// caller may ignore. It waits for the binary itself, so it is for a
-// process without the shim's reaper (the -info command), whose wait4
-// would otherwise take the exit.
-func Features(ctx context.Context, binary string) ([]byte, error) {
-	if binary == "" {
-		binary = runc.DefaultCommand
-	}
-	path, err := exec.LookPath(binary)
-	if err != nil {
-		return nil, err
-	}
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, path, "features")
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("%s features: %w (%s)", path, err, bytes.TrimSpace(stderr.Bytes()))
-	}
-	if !json.Valid(out) {
-		return nil, fmt.Errorf("%s features printed no JSON", path)
-	}
-	return out, nil
 }

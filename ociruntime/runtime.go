@@ -27,7 +27,7 @@
 // these hold, and the binary is run otherwise:
 //
 //   - the binary says it is runc of a minor version the test matrix covers
-//     (DirectVersions; probed once per binary, see probe.go);
+//     (DirectMinors; probed once per binary, see probe.go);
 //   - the record says there is nothing else to do: no poststart hook at
 //     start (some runc versions run them in `runc start`), no poststop
 //     hook, no PID namespace shared with other processes, no systemd,
@@ -51,6 +51,14 @@
 // CgroupPaths reads cgroup_paths from runc's record and, when the record
 // has none (crun keeps no state.json; a future runc may rename the field),
 // the container init's /proc/<pid>/cgroup.
+//
+// # What the runtime can do
+//
+// Features runs `<binary> features` for the shim's -info, which
+// containerd reads to decide whether the runtime supports user
+// namespaces and idmapped mounts. The answer is kept on disk per binary
+// file (features.go), since containerd asks before every create of a
+// container with idmapped mounts.
 package ociruntime
 
 import (

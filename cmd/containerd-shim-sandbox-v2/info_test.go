@@ -14,12 +14,18 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 )
 
 const wantFeaturesType = "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
 
 func runInfoOut(t *testing.T, stdin []byte) (*types.RuntimeInfo, error) {
 	t.Helper()
+	// Runtime answers are cached per test, never in the host's /run.
+	old := ociruntime.FeaturesCacheDir
+	ociruntime.FeaturesCacheDir = t.TempDir()
+	t.Cleanup(func() { ociruntime.FeaturesCacheDir = old })
 	var out bytes.Buffer
 	if err := runInfo(context.Background(), bytes.NewReader(stdin), &out); err != nil {
 		return nil, err
