@@ -15,7 +15,9 @@ import (
 const KilledStatus = 128 + int(unix.SIGKILL)
 
 // Cleanup force-deletes container id from the runtime and unmounts its
-// rootfs; a container or mount already gone is success. It returns the
+// rootfs (with whatever a shim that died mid-mount left in the bundle: an
+// idmap dir, see package rootfs); a container or mount already gone is
+// success. It returns the
 // init pid from the bundle's pid file, or 0.
 //
 // containerd runs it after every shim exit, a clean one too, when the

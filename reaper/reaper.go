@@ -82,6 +82,15 @@ func (r *Reaper) reapAll(handle func(Exit)) {
 		if err != nil || pid <= 0 {
 			return
 		}
+		if !ws.Exited() && !ws.Signaled() {
+			// A stop, not an exit: wait4 reports a ptrace stop of a
+			// traced child whatever the flags, and the user namespace
+			// holder of an idmapped mount (package rootfs) is one,
+			// stopped at its exec until it is killed. Its exit comes
+			// later; handing the stop out as one would route the real
+			// exit to the handler as a stranger's.
+			continue
+		}
 		e := Exit{Pid: pid, Status: exitStatus(ws), Timestamp: time.Now()}
 		r.mu.Lock()
 		ch, ok := r.waiters[pid]

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -311,5 +312,64 @@ func TestReaperManyChildren(t *testing.T) {
 		if seen[pid] != 1 {
 			t.Errorf("pid %d reported %d times, want 1", pid, seen[pid])
 		}
+	}
+}
+
+// TestReaperSkipsPtraceStop: wait4 reports the ptrace stop of a traced
+// child whatever the flags. The reaper must not hand that stop to the
+// child's Start caller as its exit (rootfs's user namespace holder is
+// stopped so until killed): the caller gets the real exit, the handler
+// nothing.
+func TestReaperSkipsPtraceStop(t *testing.T) {
+	testutil.WarmSignals()
+	testutil.CheckNoLeaks(t)
+	r := NewReaper()
+	var l exitLog
+	stop := runReaper(t, r, &l)
+
+	cmd := exec.Command("/bin/busybox", "true")
+	// PTRACE_TRACEME stops the child at its exec; the tracer is the
+	// thread that forked it, kept until the child is gone.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ch, err := r.Start(cmd)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	pid := cmd.Process.Pid
+	// Wait until the child is in its trace stop and the reaper has
+	// collected that stop: a peek (WNOWAIT) then finds nothing to report.
+	testutil.WaitFor(t, 10*time.Second, "the reaper to collect the ptrace stop", func() bool {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(fields) == 0 || fields[0] != "t" {
+			return false
+		}
+		var info unix.Siginfo
+		err = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WSTOPPED|unix.WNOHANG|unix.WNOWAIT, nil)
+		return err == nil && info.Signo == 0
+	})
+	select {
+	case e := <-ch:
+		t.Fatalf("the ptrace stop was handed out as an exit: %+v", e)
+	default:
+	}
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	got, err := r.Wait(cmd, ch)
+	if err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if want := 128 + int(unix.SIGKILL); got != want {
+		t.Errorf("exit status: got %d, want %d", got, want)
+	}
+	stop()
+	if got := l.of(pid); len(got) != 0 {
+		t.Errorf("handler got %v for the traced child, want nothing", got)
 	}
 }
