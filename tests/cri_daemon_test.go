@@ -108,6 +108,13 @@ func startCRIDaemon(v daemonVersion, shim string, busybox []byte) (cd *criDaemon
 	if err != nil {
 		return nil, err
 	}
+	// A container with a user namespace (cri_userns_test.go) runs as an
+	// unprivileged host id, which runc init must be able to search the
+	// path to its rootfs (in the bundle below state) with, as containerd's
+	// own /run/containerd is 0711; MkdirTemp makes it 0700.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, err
+	}
 	d := &daemon{
 		version: v,
 		dir:     dir,
@@ -197,7 +204,9 @@ func startCRIDaemon(v daemonVersion, shim string, busybox []byte) (cd *criDaemon
 // settings the suite needs (streaming on loopback, the local pause image,
 // registries pointing nowhere, restrict_oom_score_adj since root here
 // lacks CAP_SYS_RESOURCE), then the shipped runtime table for v's schema,
-// verbatim except runtime_type, which names the runtime under test.
+// verbatim except runtime_type, which names the runtime under test; on
+// 2.x, then a clone of that table per runc of the matrix, for the user
+// namespace tests (runcHandlerTables).
 func criConfig(v daemonVersion, p daemonPaths, dir, hostsDir string) (string, error) {
 	snippetFile := "containerd-2.x.toml"
 	if v.legacy() {
@@ -252,6 +261,13 @@ func criConfig(v daemonVersion, p daemonPaths, dir, hostsDir string) (string, er
 	}
 	b.WriteString("\n# ---- " + snippetFile + " (shipped in tests/cri) ----\n")
 	b.WriteString(snippet)
+	if !v.legacy() {
+		extra, err := runcHandlerTables(snippet, matrixRuncs())
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", snippetFile, err)
+		}
+		b.WriteString(extra)
+	}
 	return b.String(), nil
 }
 

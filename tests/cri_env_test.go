@@ -96,6 +96,17 @@ func withSharedPID(c *runtimeapi.PodSandboxConfig) {
 // logs in a fresh directory and its cgroup below the run's cgroup root.
 func (e *criEnv) runPod(name string, opts ...podOption) *criPod {
 	e.t.Helper()
+	p, err := e.runPodWith(e.d.handler, e.podConfig(name, opts...))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// podConfig is the config runPod gives pod name: host network, its logs
+// in a fresh directory, its cgroup below the run's cgroup root.
+func (e *criEnv) podConfig(name string, opts ...podOption) *runtimeapi.PodSandboxConfig {
+	e.t.Helper()
 	uid := fmt.Sprintf("%s-%d", name, time.Now().UnixNano())
 	logDir := filepath.Join(e.d.logRoot, uid)
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
@@ -119,9 +130,17 @@ func (e *criEnv) runPod(name string, opts ...podOption) *criPod {
 	for _, o := range opts {
 		o(cfg)
 	}
-	resp, err := e.d.rt.RunPodSandbox(e.ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: e.d.handler})
+	return cfg
+}
+
+// runPodWith runs the pod of cfg with handler. The pod is the test's to
+// clean up from then on; when RunPodSandbox fails there is none.
+func (e *criEnv) runPodWith(handler string, cfg *runtimeapi.PodSandboxConfig) (*criPod, error) {
+	e.t.Helper()
+	name := cfg.Metadata.Name
+	resp, err := e.d.rt.RunPodSandbox(e.ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: handler})
 	if err != nil {
-		e.t.Fatalf("RunPodSandbox %s (handler %q): %v", name, e.d.handler, err)
+		return nil, fmt.Errorf("RunPodSandbox %s (handler %q): %w", name, handler, err)
 	}
 	p := &criPod{e: e, id: resp.PodSandboxId, name: name, config: cfg}
 	*e.pods = append(*e.pods, p)
@@ -130,7 +149,7 @@ func (e *criEnv) runPod(name string, opts ...podOption) *criPod {
 	} else {
 		p.shimSocket = strings.TrimPrefix(address, "unix://")
 	}
-	return p
+	return p, nil
 }
 
 // bundleDir is the task bundle of container (or sandbox) id.
