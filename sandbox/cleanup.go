@@ -18,6 +18,10 @@ type CleanupResult struct {
 // Cleanup is the `delete` action, run by containerd when a container's
 // shim is gone: it force-deletes the container from the runtime and
 // unmounts its rootfs. Running it again finds nothing to do and succeeds.
+//
+// The bundle may be the runc shim's (bundle.go says when): its options
+// name the runtime, and the init's exit it recorded is reported as the
+// runc shim's `delete` would; otherwise the init was killed (137), now.
 func Cleanup(ctx context.Context, namespace, id, bundle string) (CleanupResult, error) {
 	st, err := readBundleState(bundle)
 	if err != nil {
@@ -29,6 +33,9 @@ func Cleanup(ctx context.Context, namespace, id, bundle string) (CleanupResult, 
 	pid, err := process.Cleanup(ctx, engine, id, bundle)
 	if err != nil {
 		return CleanupResult{}, err
+	}
+	if e, ok := readExitRecord(bundle); ok {
+		return CleanupResult{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: e.Timestamp}, nil
 	}
 	return CleanupResult{Pid: pid, ExitStatus: process.KilledStatus, ExitedAt: time.Now()}, nil
 }

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -126,7 +127,7 @@ func TestCleanupBrokenState(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(filepath.Join(ociruntime.DefaultRoot, ns)) })
 	bundle := newBundle(t, nil)
-	if err := os.WriteFile(filepath.Join(bundle, bundleStateFile), []byte("{"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(bundle, optionsFile), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	binary, calls := fakeRuntime(t, "", 0)
@@ -164,5 +165,64 @@ func TestCleanupMissingRuntime(t *testing.T) {
 	res, err := Cleanup(context.Background(), "ns", "c1", bundle)
 	if err == nil {
 		t.Errorf("Cleanup with a missing runtime binary: got %+v, nil; want an error", res)
+	}
+}
+
+// TestCleanupRuncShimBundle: the delete action on a bundle the runc shim
+// wrote (after an operator put this binary in its place, containerd runs
+// it for the runc shim's dead tasks): the runtime is the one its runtime
+// file names, under the root its options.json names, and the init exit it
+// recorded (containerd 2.4's runc shim) is reported; without a record,
+// 137 and the init's pid, as the runc shim's delete answers.
+func TestCleanupRuncShimBundle(t *testing.T) {
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name       string
+		exitRecord string
+		want       CleanupResult
+	}{
+		{name: "exit recorded", exitRecord: `{"Timestamp":"2026-12-01T10:00:00Z","Pid":4242,"Status":3}`, want: CleanupResult{Pid: 4242, ExitStatus: 3, ExitedAt: at}},
+		{name: "no exit recorded", want: CleanupResult{Pid: 4242, ExitStatus: process.KilledStatus}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			binary, calls := fakeRuntime(t, "", 0)
+			bundle := newBundle(t, nil)
+			root := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(root, "k8s.io", "c1"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			files := map[string]string{
+				"options.json": fmt.Sprintf(`{"binary_name":%q,"root":%q}`, binary, root),
+				"runtime":      binary,
+				"init.pid":     "4242",
+			}
+			if tt.exitRecord != "" {
+				files["exit.json"] = tt.exitRecord
+			}
+			for name, data := range files {
+				if err := os.WriteFile(filepath.Join(bundle, name), []byte(data), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := time.Now()
+			got, err := Cleanup(context.Background(), "k8s.io", "c1", bundle)
+			if err != nil {
+				t.Fatalf("Cleanup: %v", err)
+			}
+			if got.Pid != tt.want.Pid || got.ExitStatus != tt.want.ExitStatus {
+				t.Errorf("Cleanup: got %+v, want %+v", got, tt.want)
+			}
+			if tt.want.ExitedAt.IsZero() && got.ExitedAt.Before(before) || !tt.want.ExitedAt.IsZero() && !got.ExitedAt.Equal(tt.want.ExitedAt) {
+				t.Errorf("Cleanup: exited at %v, want %v", got.ExitedAt, tt.want.ExitedAt)
+			}
+			data, err := os.ReadFile(calls)
+			if err != nil {
+				t.Fatalf("the runtime the runtime file names was not run: %v", err)
+			}
+			if l := strings.TrimSpace(string(data)); !strings.Contains(l, "--root "+filepath.Join(root, "k8s.io")) || !strings.HasSuffix(l, "delete --force c1") {
+				t.Errorf("runtime call %q: want --root %s ... delete --force c1", l, filepath.Join(root, "k8s.io"))
+			}
+		})
 	}
 }

@@ -257,7 +257,7 @@ func TestManagerDuplicateID(t *testing.T) {
 	if got := dup.Calls(); len(got) != 0 {
 		t.Errorf("duplicate create reached the runtime: %q", got)
 	}
-	if _, err := os.Stat(filepath.Join(bundle, bundleStateFile)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(bundle, optionsFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("duplicate create wrote bundle state: %v", err)
 	}
 	st, err := p.m.State(ctx, "c1")

@@ -21,6 +21,10 @@ import (
 )
 
 // Grouping annotations: containers naming the same group share one shim.
+// groupID reads them in the runc shim's order, so that both shims derive
+// the same socket for a container and each finds a pod the other started
+// (an operator switching between them: README "Drop-in for an existing
+// node").
 const (
 	annotationSandboxID = "io.kubernetes.cri.sandbox-id"
 	annotationGroup     = "io.containerd.runc.v2.group"
@@ -52,12 +56,31 @@ type StartConfig struct {
 	// Claim asks the live shim on conn to hold itself for the container
 	// (Manager.Claim over the shim's socket); nil only dials.
 	Claim ClaimFunc
+	// TaskAPI asks a live shim that is not this one which task API it
+	// serves; nil assumes both, as this shim does.
+	TaskAPI TaskAPIFunc
 }
 
-// StartShim returns the address of the shim serving the container's pod,
-// starting the shim when it is not running. For the second and later
-// containers of a pod it only reads config.json and dials a socket.
-func StartShim(ctx context.Context, cfg StartConfig) (string, error) {
+// Shim is the shim StartShim found or started for a container.
+type Shim struct {
+	// Address is the shim's socket, unix://path.
+	Address string
+	// TaskAPI is 3 when the shim is another one, found at the pod's
+	// socket, that serves task API v3 only (containerd 2.x's runc shim);
+	// 0 when it serves v2, as this shim (which serves both) and 1.x's
+	// runc shim do.
+	TaskAPI int
+}
+
+// StartShim returns the shim serving the container's pod, starting the
+// shim when it is not running. For the second and later containers of a
+// pod it only reads config.json and dials a socket.
+//
+// The shim found may be another one: containerd's runc shim derives the
+// same socket for the same pod, so after an operator puts this binary in
+// its place, a pod the runc shim started keeps getting its new containers
+// from that shim, as a runc shim upgrade would have it.
+func StartShim(ctx context.Context, cfg StartConfig) (Shim, error) {
 	group := cfg.ID
 	if s, err := readSpec(cfg.Bundle); err == nil {
 		group = groupID(s.Annotations, cfg.ID)
@@ -70,25 +93,32 @@ func StartShim(ctx context.Context, cfg StartConfig) (string, error) {
 	address := "unix://" + path
 	l, err := listenOrFind(ctx, path, cfg.ID, cfg.Claim)
 	if errors.Is(err, errShimRunning) {
-		return address, writeAddressFile(cfg.Bundle, address)
+		shim := Shim{Address: address}
+		if errors.Is(err, errOtherShim) {
+			shim.TaskAPI = otherTaskAPI(ctx, path, cfg.TaskAPI)
+		}
+		return shim, writeAddressFile(cfg.Bundle, address)
 	}
 	if err != nil {
-		return "", err
+		return Shim{}, err
 	}
 	defer l.Close()
 	if err := startDaemon(ctx, cfg, l); err != nil {
 		os.Remove(path)
-		return "", err
+		return Shim{}, err
 	}
-	return address, writeAddressFile(cfg.Bundle, address)
+	return Shim{Address: address}, writeAddressFile(cfg.Bundle, address)
 }
 
-// groupID is the pod a container belongs to, or its own id.
+// groupID is the group a container belongs to: the group annotation,
+// else its pod, else its own id. An empty value counts as absent (the
+// runc shim would group every container with an empty one in the
+// namespace into one shim).
 func groupID(annotations map[string]string, id string) string {
-	if g := annotations[annotationSandboxID]; g != "" {
+	if g := annotations[annotationGroup]; g != "" {
 		return g
 	}
-	if g := annotations[annotationGroup]; g != "" {
+	if g := annotations[annotationSandboxID]; g != "" {
 		return g
 	}
 	return id
@@ -103,6 +133,34 @@ func socketPath(dir, containerdAddress, namespace, group string) string {
 }
 
 var errShimRunning = errors.New("shim already running")
+
+// errOtherShim wraps errShimRunning when the running shim did not know
+// the claim: another shim (the runc shim) or an older build of this one.
+var errOtherShim = fmt.Errorf("%w, one that does not take claims", errShimRunning)
+
+// TaskAPIFunc asks the shim on conn whether it serves task API v2, and
+// closes conn: it returns 3 when the shim serves v3 only, else 0.
+type TaskAPIFunc func(ctx context.Context, conn net.Conn) (int, error)
+
+// otherTaskAPI asks the shim on path which task API it serves, with ask.
+// Anything that goes wrong answers 0 (both): the caller then answers as
+// for this shim, which was all it did before it asked.
+func otherTaskAPI(ctx context.Context, path string, ask TaskAPIFunc) int {
+	if ask == nil {
+		return 0
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return 0
+	}
+	cctx, cancel := context.WithTimeout(ctx, claimTimeout)
+	defer cancel()
+	v, err := ask(cctx, c)
+	if err != nil {
+		return 0
+	}
+	return v
+}
 
 // ClaimFunc asks the shim on conn to hold itself for container id (see
 // Manager.Claim), and closes conn. It returns errdefs.ErrUnavailable when
@@ -155,8 +213,11 @@ func listenOrFind(ctx context.Context, path, id string, claim ClaimFunc) (*net.U
 			return nil, fmt.Errorf("listen on %q: %w", path, err)
 		}
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			if found := claimShim(ctx, c, id, claim); found {
+			switch claimShim(ctx, c, id, claim) {
+			case claimTaken:
 				return nil, errShimRunning
+			case claimUnknown:
+				return nil, errOtherShim
 			}
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -166,20 +227,40 @@ func listenOrFind(ctx context.Context, path, id string, claim ClaimFunc) (*net.U
 	return nil, fmt.Errorf("listen on %q: socket keeps reappearing", path)
 }
 
-// claimShim claims container id from the shim on c and closes c. It
-// reports whether the shim may be handed out: false only when the shim
-// said it is exiting or closed the connection. A shim that predates
-// claims, or does not answer in time, is handed out as before claims
-// existed. Nothing is logged: containerd reads `start`'s stderr together
-// with its stdout as the answer.
-func claimShim(ctx context.Context, c net.Conn, id string, claim ClaimFunc) bool {
+// claimAnswer is what a running shim made of a claim.
+type claimAnswer int
+
+const (
+	// claimTaken: the shim holds itself for the container, or did not
+	// answer in time, or no claim was asked.
+	claimTaken claimAnswer = iota
+	// claimUnknown: the shim does not know claims (NotImplemented): the
+	// runc shim, or a build of this one that predates them.
+	claimUnknown
+	// claimRefused: the shim is exiting or closed the connection.
+	claimRefused
+)
+
+// claimShim claims container id from the shim on c and closes c. A shim
+// may be handed out unless it refused; one that predates claims, or does
+// not answer in time, is handed out as before claims existed. Nothing is
+// logged: containerd reads `start`'s stderr together with its stdout as
+// the answer.
+func claimShim(ctx context.Context, c net.Conn, id string, claim ClaimFunc) claimAnswer {
 	if claim == nil {
 		c.Close()
-		return true
+		return claimTaken
 	}
 	cctx, cancel := context.WithTimeout(ctx, claimTimeout)
 	defer cancel()
-	return !errdefs.IsUnavailable(claim(cctx, c, id))
+	err := claim(cctx, c, id)
+	switch {
+	case errdefs.IsUnavailable(err):
+		return claimRefused
+	case errdefs.IsNotImplemented(err):
+		return claimUnknown
+	}
+	return claimTaken
 }
 
 // lockDir takes an exclusive flock on dir and returns its release.

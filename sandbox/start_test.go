@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
@@ -39,7 +40,9 @@ func TestGroupID(t *testing.T) {
 		{name: "unrelated annotation", annotations: map[string]string{"foo": "bar"}, want: "c1"},
 		{name: "group", annotations: map[string]string{annotationGroup: "g1"}, want: "g1"},
 		{name: "sandbox id", annotations: map[string]string{annotationSandboxID: "pod1"}, want: "pod1"},
-		{name: "sandbox id over group", annotations: map[string]string{annotationSandboxID: "pod1", annotationGroup: "g1"}, want: "pod1"},
+		// The runc shim's order: the group annotation first.
+		{name: "group over sandbox id", annotations: map[string]string{annotationSandboxID: "pod1", annotationGroup: "g1"}, want: "g1"},
+		{name: "empty group falls to sandbox id", annotations: map[string]string{annotationSandboxID: "pod1", annotationGroup: ""}, want: "pod1"},
 		{name: "empty sandbox id falls to group", annotations: map[string]string{annotationSandboxID: "", annotationGroup: "g1"}, want: "g1"},
 		{name: "empty both", annotations: map[string]string{annotationSandboxID: "", annotationGroup: ""}, want: "c1"},
 	}
@@ -241,7 +244,7 @@ func TestStartShimFindsRunningShim(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			addr, err := StartShim(context.Background(), StartConfig{
+			shim, err := StartShim(context.Background(), StartConfig{
 				ID:          "c1",
 				Namespace:   "ns",
 				Bundle:      bundle,
@@ -252,12 +255,74 @@ func TestStartShimFindsRunningShim(t *testing.T) {
 			if err != nil {
 				t.Fatalf("StartShim: %v", err)
 			}
-			if want := "unix://" + path; addr != want {
-				t.Errorf("address: got %q, want %q", addr, want)
+			addr := shim.Address
+			if want := "unix://" + path; addr != want || shim.TaskAPI != 0 {
+				t.Errorf("shim: got %+v, want address %q, task API 0", shim, want)
 			}
 			data, err := os.ReadFile(filepath.Join(bundle, "address"))
 			if err != nil || string(data) != addr {
 				t.Errorf("address file: got (%q, %v), want %q", data, err, addr)
+			}
+		})
+	}
+}
+
+// TestStartShimFindsOtherShim: a shim at the pod's socket that does not
+// take claims (the runc shim) is handed out, and asked which task API it
+// serves; one that takes the claim (this shim) is not asked. Neither is
+// started over.
+func TestStartShimFindsOtherShim(t *testing.T) {
+	sockDir := shortDir(t)
+	notImplemented := func(context.Context, net.Conn, string) error { return errdefs.ErrNotImplemented }
+	claimed := func(context.Context, net.Conn, string) error { return nil }
+	tests := []struct {
+		name      string
+		claim     ClaimFunc
+		answer    int   // what the TaskAPIFunc says
+		answerErr error // and its error
+		wantAsked bool
+		want      int
+	}{
+		{name: "runc shim of containerd 2.x", claim: notImplemented, answer: 3, wantAsked: true, want: 3},
+		{name: "shim serving v2", claim: notImplemented, answer: 0, wantAsked: true, want: 0},
+		{name: "question fails", claim: notImplemented, answer: 3, answerErr: errors.New("broken"), wantAsked: true, want: 0},
+		{name: "this shim", claim: claimed, answer: 3, wantAsked: false, want: 0},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			group := fmt.Sprintf("pod%d", i)
+			path := socketPath(sockDir, "/run/c.sock", "ns", group)
+			l, err := net.Listen("unix", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			asked := false
+			shim, err := StartShim(context.Background(), StartConfig{
+				ID:          "c1",
+				Namespace:   "ns",
+				Bundle:      newBundle(t, map[string]string{annotationSandboxID: group}),
+				GRPCAddress: "/run/c.sock",
+				SocketDir:   sockDir,
+				Executable:  "/nonexistent/must-not-be-started",
+				Claim: func(ctx context.Context, c net.Conn, id string) error {
+					defer c.Close()
+					return tt.claim(ctx, c, id)
+				},
+				TaskAPI: func(_ context.Context, c net.Conn) (int, error) {
+					c.Close()
+					asked = true
+					return tt.answer, tt.answerErr
+				},
+			})
+			if err != nil {
+				t.Fatalf("StartShim: %v", err)
+			}
+			if want := (Shim{Address: "unix://" + path, TaskAPI: tt.want}); shim != want {
+				t.Errorf("StartShim: got %+v, want %+v", shim, want)
+			}
+			if asked != tt.wantAsked {
+				t.Errorf("task API asked: got %v, want %v", asked, tt.wantAsked)
 			}
 		})
 	}
@@ -287,7 +352,7 @@ mv "$FAKE_SHIM_OUT.tmp" "$FAKE_SHIM_OUT"
 	t.Setenv("FAKE_SHIM_OUT", out)
 	bundle := newBundle(t, nil)
 	sockDir := filepath.Join(dir, "s")
-	addr, err := StartShim(context.Background(), StartConfig{
+	shim, err := StartShim(context.Background(), StartConfig{
 		ID:           "c1",
 		Namespace:    "ns",
 		Bundle:       bundle,
@@ -301,8 +366,9 @@ mv "$FAKE_SHIM_OUT.tmp" "$FAKE_SHIM_OUT"
 		t.Fatalf("StartShim: %v", err)
 	}
 	path := socketPath(sockDir, "/run/c.sock", "ns", "c1")
-	if addr != "unix://"+path {
-		t.Errorf("address: got %q, want %q", addr, "unix://"+path)
+	addr := shim.Address
+	if addr != "unix://"+path || shim.TaskAPI != 0 {
+		t.Errorf("shim: got %+v, want address %q, task API 0", shim, "unix://"+path)
 	}
 	testutil.WaitFor(t, 10*time.Second, "the fake shim's report", func() bool {
 		_, err := os.Stat(out)

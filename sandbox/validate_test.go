@@ -10,7 +10,6 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/rootfs"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/stdio"
 )
@@ -98,8 +97,10 @@ func TestValidateCreate(t *testing.T) {
 				t.Fatalf("Create: got %v, want %v", err, tt.want)
 			}
 			if len(tt.req.Bundle) < 4096 {
-				if _, err := os.Stat(filepath.Join(tt.req.Bundle, bundleStateFile)); err == nil {
-					t.Errorf("rejected create wrote %s", bundleStateFile)
+				for _, f := range []string{optionsFile, runtimeFile} {
+					if _, err := os.Stat(filepath.Join(tt.req.Bundle, f)); err == nil {
+						t.Errorf("rejected create wrote %s", f)
+					}
 				}
 			}
 		})
@@ -121,27 +122,5 @@ func TestReadSpecAnnotations(t *testing.T) {
 	}
 	if s.Root == nil || s.Root.Path != "rootfs" || s.Annotations[annotationSandboxID] != "pod1" {
 		t.Errorf("readSpec: got root %+v, annotations %v", s.Root, s.Annotations)
-	}
-}
-
-func TestBundleState(t *testing.T) {
-	dir := t.TempDir()
-	st, err := readBundleState(dir)
-	if err != nil || st != (bundleState{}) {
-		t.Fatalf("readBundleState with no file: got (%+v, %v), want zero state", st, err)
-	}
-	want := bundleState{Options: ociruntime.Options{BinaryName: "crun", Root: "/run/crun", SystemdCgroup: true, IoUID: 1, IoGID: 2, ShimCgroup: "/shim"}}
-	if err := writeBundleState(dir, want); err != nil {
-		t.Fatal(err)
-	}
-	got, err := readBundleState(dir)
-	if err != nil || got != want {
-		t.Fatalf("readBundleState: got (%+v, %v), want %+v", got, err, want)
-	}
-	if err := os.WriteFile(filepath.Join(dir, bundleStateFile), []byte("{"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readBundleState(dir); err == nil {
-		t.Error("readBundleState of a broken file: got nil error")
 	}
 }

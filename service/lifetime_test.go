@@ -141,3 +141,40 @@ func TestClaim(t *testing.T) {
 		})
 	}
 }
+
+// TestTaskAPI: a shim serving only containerd.task.v3.Task (containerd
+// 2.x's runc shim) is told apart from one that serves v2 (this shim, or
+// 1.x's runc shim); a shim that cannot be asked is taken for one that
+// serves both.
+func TestTaskAPI(t *testing.T) {
+	tk, _ := newTestTask(t)
+	both := serveOn(t, func(s *ttrpc.Server) { Register(s, tk) })
+	v3only := serveOn(t, func(s *ttrpc.Server) {
+		s.RegisterService(taskServiceV3, &ttrpc.ServiceDesc{Methods: tk.methods()})
+	})
+	v2only := serveOn(t, func(s *ttrpc.Server) {
+		s.RegisterService(taskServiceV2, &ttrpc.ServiceDesc{Methods: tk.methods()})
+	})
+	closed := rawListener(t, func(c net.Conn) { c.Close() })
+	tests := []struct {
+		name    string
+		path    string
+		want    int
+		wantErr bool
+	}{
+		{name: "v2 and v3", path: both, want: 0},
+		{name: "v3 only", path: v3only, want: 3},
+		{name: "v2 only", path: v2only, want: 0},
+		{name: "connection closed", path: closed, want: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			got, err := TaskAPI(ctx, dial(t, tt.path))
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("TaskAPI: got (%d, %v), want %d", got, err, tt.want)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,10 +11,13 @@ import (
 )
 
 // TestCRIConfigFiles (no root needed): the shipped runtime tables parse as
-// TOML and define exactly the handler the shipped RuntimeClass names,
-// with runtime_type io.containerd.sandbox.v2 and the runc options table,
-// under each containerd generation's plugin; and the whole config the
-// suite renders from them parses.
+// TOML and define exactly one handler under each containerd generation's
+// plugin, with the runc options table: the handler the shipped
+// RuntimeClass names, with runtime_type io.containerd.sandbox.v2, and in
+// the drop-in tables the default handler runc, with runtime_type
+// io.containerd.runc.v2 and runtime_path naming the installed shim. The
+// whole config the suite renders from each, for each way it installs
+// the shim, parses.
 func TestCRIConfigFiles(t *testing.T) {
 	handler, err := runtimeClassHandler(filepath.Join(criConfigDir, "runtimeclass.yaml"))
 	if err != nil {
@@ -22,13 +26,27 @@ func TestCRIConfigFiles(t *testing.T) {
 	if handler != "sandbox" {
 		t.Errorf("RuntimeClass handler = %q, want sandbox", handler)
 	}
+	v2 := daemonVersion{name: "2.4.2", configVersion: 3}
+	v16 := daemonVersion{name: "1.6", configVersion: 2}
+	own := criInstall{shim: "/s", runtimeType: sandboxRuntime}
+	const installed = "/usr/local/bin/containerd-shim-sandbox-v2"
 	for _, tc := range []struct {
-		file   string
-		plugin string
-		v      daemonVersion
+		file        string
+		plugin      string
+		v           daemonVersion
+		handler     string
+		runtimeType string
+		runtimePath string
+		installs    []criInstall
 	}{
-		{"containerd-2.x.toml", "io.containerd.cri.v1.runtime", daemonVersion{name: "2.4.2", configVersion: 3}},
-		{"containerd-1.6.toml", "io.containerd.grpc.v1.cri", daemonVersion{name: "1.6", configVersion: 2}},
+		{"containerd-2.x.toml", "io.containerd.cri.v1.runtime", v2, handler, sandboxRuntime, "",
+			[]criInstall{own, {runtimeType: runcRuntime}}},
+		{"containerd-1.6.toml", "io.containerd.grpc.v1.cri", v16, handler, sandboxRuntime, "",
+			[]criInstall{own, {runtimeType: runcRuntime}}},
+		{"containerd-2.x-dropin.toml", "io.containerd.cri.v1.runtime", v2, "runc", runcRuntime, installed,
+			[]criInstall{{shim: "/s", runtimeType: runcRuntime, dropIn: dropInRuntimePath}, {shim: "/s", runtimeType: runcRuntime, dropIn: dropInPATH}}},
+		{"containerd-1.6-dropin.toml", "io.containerd.grpc.v1.cri", v16, "runc", runcRuntime, installed,
+			[]criInstall{{shim: "/s", runtimeType: runcRuntime, dropIn: dropInRuntimePath}, {shim: "/s", runtimeType: runcRuntime, dropIn: dropInPATH}}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			data, err := os.ReadFile(filepath.Join(criConfigDir, tc.file))
@@ -40,6 +58,7 @@ func TestCRIConfigFiles(t *testing.T) {
 					Containerd struct {
 						Runtimes map[string]struct {
 							RuntimeType string         `toml:"runtime_type"`
+							RuntimePath string         `toml:"runtime_path"`
 							Options     map[string]any `toml:"options"`
 						} `toml:"runtimes"`
 					} `toml:"containerd"`
@@ -49,30 +68,52 @@ func TestCRIConfigFiles(t *testing.T) {
 				t.Fatalf("parse %s: %v", tc.file, err)
 			}
 			rts := cfg.Plugins[tc.plugin].Containerd.Runtimes
-			rt, ok := rts[handler]
+			rt, ok := rts[tc.handler]
 			if len(cfg.Plugins) != 1 || len(rts) != 1 || !ok {
-				t.Fatalf("%s: plugins %v, want only %s with the one runtime %q", tc.file, cfg.Plugins, tc.plugin, handler)
+				t.Fatalf("%s: plugins %v, want only %s with the one runtime %q", tc.file, cfg.Plugins, tc.plugin, tc.handler)
 			}
-			if rt.RuntimeType != sandboxRuntime {
-				t.Errorf("runtime_type = %q, want %q", rt.RuntimeType, sandboxRuntime)
+			if rt.RuntimeType != tc.runtimeType || rt.RuntimePath != tc.runtimePath {
+				t.Errorf("runtime_type = %q, runtime_path = %q; want %q, %q", rt.RuntimeType, rt.RuntimePath, tc.runtimeType, tc.runtimePath)
 			}
 			if rt.Options["BinaryName"] != "runc" || rt.Options["SystemdCgroup"] != false {
 				t.Errorf("options = %v, want BinaryName runc and SystemdCgroup false", rt.Options)
 			}
 
-			p := daemonPaths{root: "/r", state: "/s", address: "/a", ttrpcAddress: "/t", opt: "/o"}
-			full, err := criConfig(tc.v, p, "/d", "/d/certs.d")
-			if err != nil {
-				t.Fatal(err)
+			for _, inst := range tc.installs {
+				name := inst.runtimeType
+				if inst.dropIn != noDropIn {
+					name = "drop-in " + string(inst.dropIn)
+				}
+				t.Run(name, func(t *testing.T) {
+					p := daemonPaths{root: "/r", state: "/s", address: "/a", ttrpcAddress: "/t", opt: "/o"}
+					full, err := criConfig(tc.v, inst, p, "/d", "/d/certs.d")
+					if err != nil {
+						t.Fatal(err)
+					}
+					var any map[string]any
+					if err := toml.Unmarshal([]byte(full), &any); err != nil {
+						t.Fatalf("the rendered config does not parse: %v\n%s", err, full)
+					}
+					if !strings.Contains(full, string(data)[strings.Index(string(data), "[plugins"):][:40]) {
+						t.Errorf("the rendered config does not hold %s", tc.file)
+					}
+					switch inst.dropIn {
+					case dropInRuntimePath:
+						if want := `runtime_path = "/d/bin/containerd-shim-sandbox-v2"`; !strings.Contains(full, want) || strings.Contains(full, installed) {
+							t.Errorf("the rendered config does not have %s in place of %s", want, installed)
+						}
+					case dropInPATH:
+						if strings.Contains(full, "runtime_path =") {
+							t.Errorf("the rendered config for a PATH drop-in has a runtime_path")
+						}
+					default:
+						if want := fmt.Sprintf("runtime_type = %q", inst.runtimeType); !strings.Contains(full, want) {
+							t.Errorf("the rendered config does not have %s", want)
+						}
+					}
+					t.Logf("rendered config:\n%s", full)
+				})
 			}
-			var any map[string]any
-			if err := toml.Unmarshal([]byte(full), &any); err != nil {
-				t.Fatalf("the rendered config does not parse: %v\n%s", err, full)
-			}
-			if !strings.Contains(full, string(data)[strings.Index(string(data), "[plugins"):][:40]) {
-				t.Errorf("the rendered config does not hold %s", tc.file)
-			}
-			t.Logf("rendered config:\n%s", full)
 		})
 	}
 }

@@ -52,8 +52,14 @@ type criDaemon struct {
 	rt     runtimeapi.RuntimeServiceClient
 	images runtimeapi.ImageServiceClient
 	// handler is the runtime handler pods run with: the shipped one, read
-	// from cri/runtimeclass.yaml, with the shipped table's options.
+	// from cri/runtimeclass.yaml, with the shipped table's options; with
+	// a drop-in, "" (the default, runc), as for a pod with no RuntimeClass.
 	handler string
+	// runtimeType is the handler's runtime_type, which containerd
+	// records as the runtime of every container of a pod.
+	runtimeType string
+	// shimExe is the executable every pod's shim runs, in bin.
+	shimExe string
 	logRoot string // pods' log directories are made below it
 	// cgroupRoot is the cgroup parent of every pod of this run (a path
 	// below each v1 hierarchy's root); pods get a child of it each.
@@ -81,7 +87,17 @@ func criDaemonFor(t *testing.T) *criDaemon {
 	if why := v.missing(); why != "" {
 		t.Skip(why)
 	}
-	shim := shimUnderTest(t)
+	inst := criInstall{shim: shimUnderTest(t), runtimeType: runtimeUnderTest()}
+	var err error
+	if inst.dropIn, err = dropInMode(); err != nil {
+		t.Fatal(err)
+	}
+	if inst.dropIn != noDropIn {
+		inst.runtimeType = runcRuntime
+	}
+	if inst.dropIn == dropInRuntimePath && v.legacy() {
+		t.Skip(runtimePathIgnored)
+	}
 	criSuite.mu.Lock()
 	slot, ok := criSuite.slots[v.name]
 	if !ok {
@@ -91,7 +107,7 @@ func criDaemonFor(t *testing.T) *criDaemon {
 	criSuite.mu.Unlock()
 	slot.once.Do(func() {
 		archive := imageArchive(t)
-		slot.d, slot.err = startCRIDaemon(v, shim, archive)
+		slot.d, slot.err = startCRIDaemon(v, "cri-"+v.name, inst, archive)
 	})
 	if slot.err != nil {
 		t.Fatal(slot.err)
@@ -99,11 +115,19 @@ func criDaemonFor(t *testing.T) *criDaemon {
 	return slot.d
 }
 
+// criInstall is how a CRI daemon serves pods: the shims in its bin
+// directory and the handler's runtime table.
+type criInstall struct {
+	shim        string // this shim's binary; "" when the runtime under test is the runc shim
+	runtimeType string // the handler's runtime_type
+	dropIn      dropIn // whether and how shim takes the runc shim's place
+}
+
 // startCRIDaemon starts containerd v with the CRI plugin, the shipped
-// runtime table (its runtime_type switched to the runtime under test) and
-// the local pause image as the sandbox image, imports both images and
-// waits until CRI reports the runtime ready and sees the images.
-func startCRIDaemon(v daemonVersion, shim string, busybox []byte) (cd *criDaemon, err error) {
+// runtime table for inst (runtimeTable) and the local pause image as the
+// sandbox image, imports both images and waits until CRI reports the
+// runtime ready and sees the images. name is its key in suite.daemons.
+func startCRIDaemon(v daemonVersion, name string, inst criInstall, busybox []byte) (cd *criDaemon, err error) {
 	dir, err := os.MkdirTemp("", "shimtest-cri-")
 	if err != nil {
 		return nil, err
@@ -131,39 +155,37 @@ func startCRIDaemon(v daemonVersion, shim string, busybox []byte) (cd *criDaemon
 	}
 	// From here on TestMain's teardown stops it and reports what it left.
 	suite.mu.Lock()
-	suite.daemons["cri-"+v.name] = &daemonSlot{d: d}
+	suite.daemons[name] = &daemonSlot{d: d}
 	suite.mu.Unlock()
 	cd = &criDaemon{
-		daemon:     d,
-		logRoot:    filepath.Join(dir, "pods"),
-		cgroupRoot: "/shimtest-cri-" + suite.runID,
+		daemon:      d,
+		runtimeType: inst.runtimeType,
+		logRoot:     filepath.Join(dir, "pods"),
+		cgroupRoot:  "/shimtest-cri-" + suite.runID,
 	}
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("start containerd %s with CRI in %s: %w\n%s", v.name, dir, err, d.logTail(0, 16<<10))
 		}
 	}()
-	if cd.handler, err = runtimeClassHandler(filepath.Join(criConfigDir, "runtimeclass.yaml")); err != nil {
-		return cd, err
+	if inst.dropIn == noDropIn {
+		if cd.handler, err = runtimeClassHandler(filepath.Join(criConfigDir, "runtimeclass.yaml")); err != nil {
+			return cd, err
+		}
 	}
 	for _, p := range []string{d.bin, cd.logRoot, filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "net.d")} {
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			return cd, err
 		}
 	}
-	if err := copyExecutable(v.runcShim(), filepath.Join(d.bin, shimBinaryName(runcRuntime))); err != nil {
+	if cd.shimExe, err = installShims(v, inst, d.bin); err != nil {
 		return cd, err
-	}
-	if shim != "" {
-		if err := copyExecutable(shim, filepath.Join(d.bin, shimBinaryName(sandboxRuntime))); err != nil {
-			return cd, err
-		}
 	}
 	hostsDir, err := writeNoRegistryHosts(filepath.Join(dir, "certs.d"))
 	if err != nil {
 		return cd, err
 	}
-	cfg, err := criConfig(v, d.daemonPaths, dir, hostsDir)
+	cfg, err := criConfig(v, inst, d.daemonPaths, dir, hostsDir)
 	if err != nil {
 		return cd, err
 	}
@@ -200,19 +222,38 @@ func startCRIDaemon(v daemonVersion, shim string, busybox []byte) (cd *criDaemon
 	return cd, nil
 }
 
+// installShims fills bin, first on the daemon's PATH, for inst and
+// returns the executable the pods' shims run: this shim under the runc
+// shim's name with a PATH drop-in (the runc shim is not there then),
+// else a copy of v's runc shim and this shim under its own name.
+func installShims(v daemonVersion, inst criInstall, bin string) (string, error) {
+	runcName := filepath.Join(bin, shimBinaryName(runcRuntime))
+	if inst.dropIn == dropInPATH {
+		return runcName, copyExecutable(inst.shim, runcName)
+	}
+	if err := copyExecutable(v.runcShim(), runcName); err != nil {
+		return "", err
+	}
+	own := filepath.Join(bin, shimBinaryName(sandboxRuntime))
+	if inst.shim != "" {
+		if err := copyExecutable(inst.shim, own); err != nil {
+			return "", err
+		}
+	}
+	if inst.dropIn == dropInRuntimePath {
+		return own, nil
+	}
+	return filepath.Join(bin, shimBinaryName(inst.runtimeType)), nil
+}
+
 // criConfig renders the daemon's config.toml: private paths, the CRI
 // settings the suite needs (streaming on loopback, the local pause image,
 // registries pointing nowhere, restrict_oom_score_adj since root here
-// lacks CAP_SYS_RESOURCE), then the shipped runtime table for v's schema,
-// verbatim except runtime_type, which names the runtime under test; on
-// 2.x, then a clone of that table per runc of the matrix, for the user
-// namespace tests (runcHandlerTables).
-func criConfig(v daemonVersion, p daemonPaths, dir, hostsDir string) (string, error) {
-	snippetFile := "containerd-2.x.toml"
-	if v.legacy() {
-		snippetFile = "containerd-1.6.toml"
-	}
-	snippet, err := runtimeSnippet(filepath.Join(criConfigDir, snippetFile), runtimeUnderTest())
+// lacks CAP_SYS_RESOURCE), then the shipped runtime table for v's schema
+// and inst (runtimeTable); on 2.x, a clone of that table per runc
+// (addRuncHandlers), for the user namespace tests.
+func criConfig(v daemonVersion, inst criInstall, p daemonPaths, dir, hostsDir string) (string, error) {
+	snippetFile, snippet, err := runtimeTable(v, inst, filepath.Join(dir, "bin"))
 	if err != nil {
 		return "", err
 	}
@@ -245,8 +286,10 @@ func criConfig(v daemonVersion, p daemonPaths, dir, hostsDir string) (string, er
 		fmt.Fprintf(&b, "    [%s.containerd]\n      snapshotter = %q\n", cri, snapshotter)
 		// 1.6 replaces its default runtimes map with the configured one
 		// and refuses to load when default_runtime_name ("runc") is not
-		// in it.
-		fmt.Fprintf(&b, "      [%s.containerd.runtimes.runc]\n        runtime_type = %q\n", cri, runcRuntime)
+		// in it. The drop-in table is that runtime.
+		if inst.dropIn == noDropIn {
+			fmt.Fprintf(&b, "      [%s.containerd.runtimes.runc]\n        runtime_type = %q\n", cri, runcRuntime)
+		}
 	} else {
 		fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\"]\n")
 		fmt.Fprintf(&b, "    stream_server_address = \"127.0.0.1\"\n    stream_server_port = \"0\"\n")
@@ -261,28 +304,68 @@ func criConfig(v daemonVersion, p daemonPaths, dir, hostsDir string) (string, er
 	}
 	b.WriteString("\n# ---- " + snippetFile + " (shipped in tests/cri) ----\n")
 	b.WriteString(snippet)
-	if !v.legacy() {
-		extra, err := runcHandlerTables(snippet, matrixRuncs())
-		if err != nil {
-			return "", fmt.Errorf("%s: %w", snippetFile, err)
-		}
-		b.WriteString(extra)
+	if v.legacy() {
+		return b.String(), nil
 	}
-	return b.String(), nil
+	// 2.x: a handler per runc for the user namespace tests.
+	config, err := addRuncHandlers(b.String(), v, handlerRuncs(), filepath.Join(dir, "bin", shimBinaryName(sandboxRuntime)))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", snippetFile, err)
+	}
+	return config, nil
+}
+
+// The shipped tables' settings the suite changes.
+const (
+	shippedRuntimeType = `runtime_type = "io.containerd.sandbox.v2"`
+	// shippedRuntimePath is the drop-in tables' runtime_path: where
+	// `make install` puts the shim.
+	shippedRuntimePath = `runtime_path = "/usr/local/bin/containerd-shim-sandbox-v2"`
+)
+
+// runtimeTable returns the shipped runtime table for v's schema and inst
+// and its file name, with the one change the suite makes: its own
+// table's runtime_type names inst.runtimeType; a runtime_path drop-in's
+// runtime_path names this shim's copy in bin; a PATH drop-in's table has
+// no runtime_path (containerd finds containerd-shim-runc-v2 on its PATH).
+func runtimeTable(v daemonVersion, inst criInstall, bin string) (file, table string, err error) {
+	file = "containerd-2.x"
+	if v.legacy() {
+		file = "containerd-1.6"
+	}
+	if inst.dropIn != noDropIn {
+		file += "-dropin"
+	}
+	file += ".toml"
+	path := filepath.Join(criConfigDir, file)
+	switch inst.dropIn {
+	case dropInRuntimePath:
+		table, err = replaceLine(path, shippedRuntimePath, fmt.Sprintf("runtime_path = %q", filepath.Join(bin, shimBinaryName(sandboxRuntime))))
+	case dropInPATH:
+		table, err = replaceLine(path, shippedRuntimePath+"\n", "")
+	default:
+		table, err = runtimeSnippet(path, inst.runtimeType)
+	}
+	return file, table, err
 }
 
 // runtimeSnippet reads a shipped runtime table and points its
 // runtime_type at runtime, which must replace exactly one line.
 func runtimeSnippet(path, runtime string) (string, error) {
+	return replaceLine(path, shippedRuntimeType, fmt.Sprintf("runtime_type = %q", runtime))
+}
+
+// replaceLine reads the file at path and replaces old, which must occur
+// exactly once, with new.
+func replaceLine(path, old, new string) (string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
-	const line = `runtime_type = "io.containerd.sandbox.v2"`
-	if n := strings.Count(string(data), line); n != 1 {
-		return "", fmt.Errorf("%s: %d lines %q, want exactly one", path, n, line)
+	if n := strings.Count(string(data), old); n != 1 {
+		return "", fmt.Errorf("%s: %d times %q, want exactly one", path, n, old)
 	}
-	return strings.Replace(string(data), line, fmt.Sprintf("runtime_type = %q", runtime), 1), nil
+	return strings.Replace(string(data), old, new, 1), nil
 }
 
 // runtimeClassHandler parses the shipped RuntimeClass manifest and returns

@@ -27,7 +27,12 @@ type criEnv struct {
 
 func newCRIEnv(t *testing.T) *criEnv {
 	t.Helper()
-	d := criDaemonFor(t)
+	return newCRIEnvOn(t, criDaemonFor(t))
+}
+
+// newCRIEnvOn is newCRIEnv on a CRI daemon of the test's own.
+func newCRIEnvOn(t *testing.T, d *criDaemon) *criEnv {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), criNamespace), testTimeout)
 	e := &criEnv{t: t, d: d, ctx: ctx, pods: new([]*criPod)}
 	logStart := d.logSize()
@@ -268,13 +273,14 @@ func (e *criEnv) taskPid(id string) int {
 }
 
 // shimOf returns the shim serving container (or sandbox) id: the parent
-// of its init process, which must run the runtime under test's binary
-// from the daemon's bin directory.
+// of its init process, which must run the shim binary the daemon's
+// handler names from its bin directory (for a drop-in, this shim under
+// the runtime_path or the runc shim's name).
 func (e *criEnv) shimOf(id string) int {
 	e.t.Helper()
 	pid := e.taskPid(id)
 	ppid := parentOf(pid)
-	want := filepath.Join(e.d.bin, shimBinaryName(runtimeUnderTest()))
+	want := e.d.shimExe
 	if got := exeOf(ppid); got != want {
 		e.t.Fatalf("container %s: parent of init pid %d is pid %d running %q, want the shim %s", id, pid, ppid, got, want)
 	}

@@ -12,7 +12,8 @@ import (
 
 // TestCRIRuntimeHandler: the CRI plugin reports the runtime ready, serves
 // the pod with the shipped handler, and the pod's sandbox container uses
-// the local pause image and the runtime under test.
+// the local pause image and the handler's runtime type (the runtime under
+// test, or io.containerd.runc.v2 for a drop-in), served by its shim.
 func TestCRIRuntimeHandler(t *testing.T) {
 	e := newCRIEnv(t)
 	resp, err := e.d.rt.Version(e.ctx, &runtimeapi.VersionRequest{})
@@ -43,8 +44,8 @@ func TestCRIRuntimeHandler(t *testing.T) {
 	if info.Image != pauseImageRef {
 		t.Errorf("sandbox container image = %q, want the local pause image %q", info.Image, pauseImageRef)
 	}
-	if info.Runtime.Name != runtimeUnderTest() {
-		t.Errorf("sandbox container runtime = %q, want %q", info.Runtime.Name, runtimeUnderTest())
+	if info.Runtime.Name != e.d.runtimeType {
+		t.Errorf("sandbox container runtime = %q, want %q", info.Runtime.Name, e.d.runtimeType)
 	}
 	pause := e.taskPid(p.id)
 	// Start returns once runc init has been released (its exec fifo

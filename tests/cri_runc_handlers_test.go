@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,105 +75,140 @@ func parseVersion(s string) ([3]int, bool) {
 
 func versionLess(a, b [3]int) bool { return slices.Compare(a[:], b[:]) < 0 }
 
-// runcHandlerName is the CRI handler of the table base cloned for runc
-// version: a RuntimeClass handler is a DNS label, so no dots.
-func runcHandlerName(base, version string) string {
-	return base + "-runc-" + strings.ReplaceAll(version, ".", "-")
+// runcHandlerName is the CRI handler criConfig adds for runc version:
+// a RuntimeClass handler is a DNS label, so no dots.
+func runcHandlerName(version string) string {
+	return "runc-" + strings.ReplaceAll(version, ".", "-")
 }
 
-var (
-	// runtimeTableHeader matches the header lines of a runtime table and
-	// of its options table; group 2 is the handler.
-	runtimeTableHeader = regexp.MustCompile(`(?m)^(\s*\[.*\.runtimes\.)([A-Za-z0-9_-]+)((?:\.options)?\])`)
-	// binaryNameLine matches the BinaryName option; group 1 is its indent.
-	binaryNameLine = regexp.MustCompile(`(?m)^(\s*)BinaryName\s*=.*$`)
-	// commentLine matches a whole-line comment: the shipped one names its
-	// handler, which a clone's would not be.
-	commentLine = regexp.MustCompile(`(?m)^\s*#.*\n`)
-)
-
-// runcHandlerTables returns, for each runc of runcs, a copy of snippet (a
-// runtime table as criConfig renders it) whose handler is renamed by
-// runcHandlerName and whose BinaryName names that runc; everything else
-// (runtime_type, the other options) stays as rendered, but comments.
-func runcHandlerTables(snippet string, runcs []matrixRunc) (string, error) {
-	headers := runtimeTableHeader.FindAllStringSubmatch(snippet, -1)
-	if len(headers) == 0 {
-		return "", errors.New("no [...runtimes.<handler>] table to clone for the runc handlers")
+// criRuntimesKey is where a config of v's schema keeps the CRI runtime
+// tables, below [plugins].
+func criRuntimesKey(v daemonVersion) string {
+	if v.legacy() {
+		return "io.containerd.grpc.v1.cri"
 	}
-	base := headers[0][2]
-	for _, h := range headers {
-		if h[2] != base {
-			return "", fmt.Errorf("runtime tables of handlers %q and %q: want one handler to clone", base, h[2])
+	return "io.containerd.cri.v1.runtime"
+}
+
+// addRuncHandlers parses config (a whole config.toml of v's schema, with
+// exactly one CRI runtime table: the shipped one) and returns it with a
+// clone of that table per runc of runcs, named by runcHandlerName, whose
+// BinaryName names that runc. The clone of this shim's own table (its
+// runtime_type io.containerd.sandbox.v2) takes the drop-in form instead:
+// runtime_type io.containerd.runc.v2 and runtime_path naming shimPath.
+// That is the form in which containerd can run a user namespace's
+// containers on it: CRI hands the container's IO to the mapped root
+// through runc options (client.WithUIDOwner), which it can build only
+// for io.containerd.runc.v2; for any other type with an options table,
+// StartContainer fails before the shim is asked (see
+// TestCRIUsernsShippedHandler).
+func addRuncHandlers(config string, v daemonVersion, runcs []matrixRunc, shimPath string) (string, error) {
+	var doc map[string]any
+	if err := toml.Unmarshal([]byte(config), &doc); err != nil {
+		return "", fmt.Errorf("parse the daemon's config: %w", err)
+	}
+	runtimes, ok := tomlTable(doc, "plugins", criRuntimesKey(v), "containerd", "runtimes")
+	if !ok || len(runtimes) != 1 {
+		return "", fmt.Errorf("CRI runtime tables %v: want exactly one (the shipped one) to clone", slices.Sorted(maps.Keys(runtimes)))
+	}
+	var base map[string]any
+	for _, t := range runtimes {
+		if base, ok = t.(map[string]any); !ok {
+			return "", errors.New("the shipped CRI runtime entry is not a table")
 		}
 	}
-	if n := len(binaryNameLine.FindAllString(snippet, -1)); n != 1 {
-		return "", fmt.Errorf("%d BinaryName lines in the %q table, want exactly one", n, base)
+	opts, ok := base["options"].(map[string]any)
+	if !ok {
+		return "", errors.New("the shipped CRI runtime table has no options table to set BinaryName in")
 	}
-	var b strings.Builder
 	for _, r := range runcs {
-		name := runcHandlerName(base, r.version)
-		table := runtimeTableHeader.ReplaceAllStringFunc(commentLine.ReplaceAllString(snippet, ""), func(h string) string {
-			m := runtimeTableHeader.FindStringSubmatch(h)
-			return m[1] + name + m[3]
-		})
-		table = binaryNameLine.ReplaceAllStringFunc(table, func(l string) string {
-			indent := binaryNameLine.FindStringSubmatch(l)[1]
-			return fmt.Sprintf("%sBinaryName = %q", indent, r.path)
-		})
-		fmt.Fprintf(&b, "\n# ---- handler %s: the %s table with runc %s (cri_userns_test.go) ----\n", name, base, r.version)
-		b.WriteString(table)
+		name := runcHandlerName(r.version)
+		if _, dup := runtimes[name]; dup {
+			return "", fmt.Errorf("handler %s: already configured", name)
+		}
+		clone := maps.Clone(base)
+		clone["options"] = maps.Clone(opts)
+		clone["options"].(map[string]any)["BinaryName"] = r.path
+		if clone["runtime_type"] == sandboxRuntime {
+			clone["runtime_type"] = runcRuntime
+			clone["runtime_path"] = shimPath
+		}
+		runtimes[name] = clone
 	}
-	return b.String(), nil
+	out, err := toml.Marshal(doc)
+	if err != nil {
+		return "", err
+	}
+	return string(out), nil
+}
+
+// tomlTable walks doc down keys, each a table.
+func tomlTable(doc map[string]any, keys ...string) (map[string]any, bool) {
+	t := doc
+	for _, k := range keys {
+		next, ok := t[k].(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		t = next
+	}
+	return t, true
 }
 
 // TestCRIRuncHandlerTables (no root needed): each runc gets a clone of
-// the shipped table under its own handler, with its BinaryName, and the
-// same runtime_type and other options; the result parses with the
-// shipped table.
+// the shipped table under its own handler, with its BinaryName and the
+// shipped table's other options; the runc shim's clones keep its
+// runtime_type, this shim's take the drop-in form; the drop-in table's
+// clones keep its runtime_type and runtime_path.
 func TestCRIRuncHandlerTables(t *testing.T) {
-	snippet, err := runtimeSnippet(filepath.Join(criConfigDir, "containerd-2.x.toml"), runtimeUnderTest())
-	if err != nil {
-		t.Fatal(err)
+	runcs := []matrixRunc{{"1.1.5", "/usr/sbin/runc"}, {"1.5.3", "/opt/x/runc-v1.5.3/runc"}}
+	const shim = "/d/bin/containerd-shim-sandbox-v2"
+	for _, tc := range []struct {
+		name, file, runtime    string
+		base                   string
+		wantType, wantPath     string
+		wantBaseType, basePath string
+	}{
+		{"this shim", "containerd-2.x.toml", sandboxRuntime, "sandbox", runcRuntime, shim, sandboxRuntime, ""},
+		{"runc shim", "containerd-2.x.toml", runcRuntime, "sandbox", runcRuntime, "", runcRuntime, ""},
+		{"drop-in", "containerd-2.x-dropin.toml", runcRuntime, "runc", runcRuntime, "/usr/local/bin/containerd-shim-sandbox-v2", runcRuntime, "/usr/local/bin/containerd-shim-sandbox-v2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			snippet, err := os.ReadFile(filepath.Join(criConfigDir, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			table := strings.Replace(string(snippet), shippedRuntimeType, fmt.Sprintf("runtime_type = %q", tc.runtime), 1)
+			config := "version = 3\n[plugins]\n  [plugins.\"io.containerd.cri.v1.runtime\"]\n    restrict_oom_score_adj = true\n" + table
+			out, err := addRuncHandlers(config, daemonVersion{name: "2.4.2", configVersion: 3}, runcs, shim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rts := parseRuntimeTables(t, out)
+			base, ok := rts[tc.base]
+			if !ok || base.RuntimeType != tc.wantBaseType || base.RuntimePath != tc.basePath || base.Options["BinaryName"] != "runc" {
+				t.Fatalf("the shipped handler %s after the clones: %+v", tc.base, base)
+			}
+			if len(rts) != 1+len(runcs) {
+				t.Errorf("handlers %v, want %s and one per runc", slices.Sorted(maps.Keys(rts)), tc.base)
+			}
+			for _, r := range runcs {
+				rt, ok := rts[runcHandlerName(r.version)]
+				if !ok {
+					t.Errorf("no handler %s in\n%s", runcHandlerName(r.version), out)
+					continue
+				}
+				wantOpts := maps.Clone(base.Options)
+				wantOpts["BinaryName"] = r.path
+				if rt.RuntimeType != tc.wantType || rt.RuntimePath != tc.wantPath || !maps.Equal(rt.Options, wantOpts) {
+					t.Errorf("handler %s: runtime_type %q runtime_path %q options %v; want %q, %q, %v",
+						runcHandlerName(r.version), rt.RuntimeType, rt.RuntimePath, rt.Options, tc.wantType, tc.wantPath, wantOpts)
+				}
+			}
+		})
 	}
-	runcs := []matrixRunc{{"1.2.8", "/opt/x/runc-v1.2.8/runc"}, {"1.5.3", "/opt/x/runc-v1.5.3/runc"}}
-	extra, err := runcHandlerTables(snippet, runcs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rts := parseRuntimeTables(t, snippet+extra)
-	base := rts["sandbox"]
-	if base.Options["BinaryName"] != "runc" {
-		t.Fatalf("the shipped handler sandbox: options %v, want BinaryName runc", base.Options)
-	}
-	want := map[string]string{
-		"sandbox":            "runc",
-		"sandbox-runc-1-2-8": "/opt/x/runc-v1.2.8/runc",
-		"sandbox-runc-1-5-3": "/opt/x/runc-v1.5.3/runc",
-	}
-	if len(rts) != len(want) {
-		t.Errorf("handlers %v, want %v", slices.Sorted(maps.Keys(rts)), slices.Sorted(maps.Keys(want)))
-	}
-	for name, bin := range want {
-		rt, ok := rts[name]
-		if !ok {
-			t.Errorf("no handler %s in\n%s", name, snippet+extra)
-			continue
-		}
-		// The clone is the shipped table but for BinaryName.
-		wantOpts := maps.Clone(base.Options)
-		wantOpts["BinaryName"] = bin
-		if rt.RuntimeType != base.RuntimeType || rt.RuntimePath != base.RuntimePath || !maps.Equal(rt.Options, wantOpts) {
-			t.Errorf("handler %s: runtime_type %q runtime_path %q options %v; want %q, %q, %v",
-				name, rt.RuntimeType, rt.RuntimePath, rt.Options, base.RuntimeType, base.RuntimePath, wantOpts)
-		}
-	}
-	if got, err := runcHandlerTables(snippet, nil); err != nil || got != "" {
-		t.Errorf("no runcs: %q, %v; want no tables", got, err)
-	}
-	two := snippet + strings.ReplaceAll(snippet, "runtimes.sandbox", "runtimes.other")
-	if _, err := runcHandlerTables(two, runcs); err == nil {
-		t.Errorf("two handlers to clone: no error")
+	if _, err := addRuncHandlers("version = 3\n", daemonVersion{configVersion: 3}, runcs, shim); err == nil {
+		t.Error("no runtime table to clone: no error")
 	}
 }
 
@@ -183,26 +217,53 @@ func TestCRIRuncHandlerTables(t *testing.T) {
 // (1.1 or older).
 func pathRunc(t *testing.T) (string, bool) {
 	t.Helper()
-	out, err := exec.Command("runc", "--version").Output()
+	r, err := lookPathRunc()
 	if err != nil {
-		t.Fatalf("runc --version: %v", err)
+		t.Fatal(err)
+	}
+	n, _ := parseVersion(r.version)
+	return r.version, versionLess(n, [3]int{1, 2, 0})
+}
+
+// lookPathRunc finds the runc on PATH and its version.
+func lookPathRunc() (matrixRunc, error) {
+	path, err := exec.LookPath("runc")
+	if err != nil {
+		return matrixRunc{}, err
+	}
+	out, err := exec.Command(path, "--version").Output()
+	if err != nil {
+		return matrixRunc{}, fmt.Errorf("%s --version: %w", path, err)
 	}
 	line, _, _ := strings.Cut(string(out), "\n")
 	v := strings.TrimPrefix(line, "runc version ")
-	n, ok := parseVersion(v)
-	if !ok {
-		t.Fatalf("runc --version: first line %q, want runc version X.Y.Z", line)
+	if _, ok := parseVersion(v); !ok {
+		return matrixRunc{}, fmt.Errorf("%s --version: first line %q, want runc version X.Y.Z", path, line)
 	}
-	return v, versionLess(n, [3]int{1, 2, 0})
+	return matrixRunc{version: v, path: path}, nil
+}
+
+// handlerRuncs are the runcs criConfig gives a handler each: the matrix's
+// (1.2 and later) and, when it is older, the one on PATH, so that a user
+// namespace pod on a runc without idmapped mounts is tried in the form
+// containerd can run it in (TestCRIUsernsOldRunc).
+func handlerRuncs() []matrixRunc {
+	runcs := matrixRuncs()
+	if r, err := lookPathRunc(); err == nil {
+		if n, _ := parseVersion(r.version); versionLess(n, [3]int{1, 2, 0}) {
+			runcs = append([]matrixRunc{r}, runcs...)
+		}
+	}
+	return runcs
 }
 
 // parseRuntimeTables parses a config's CRI runtime tables (2.x schema).
-func parseRuntimeTables(t *testing.T, config string) map[string]runtimeTable {
+func parseRuntimeTables(t *testing.T, config string) map[string]criRuntimeTable {
 	t.Helper()
 	var cfg struct {
 		Plugins map[string]struct {
 			Containerd struct {
-				Runtimes map[string]runtimeTable `toml:"runtimes"`
+				Runtimes map[string]criRuntimeTable `toml:"runtimes"`
 			} `toml:"containerd"`
 		} `toml:"plugins"`
 	}
@@ -212,8 +273,8 @@ func parseRuntimeTables(t *testing.T, config string) map[string]runtimeTable {
 	return cfg.Plugins["io.containerd.cri.v1.runtime"].Containerd.Runtimes
 }
 
-// runtimeTable is one CRI runtime table.
-type runtimeTable struct {
+// criRuntimeTable is one CRI runtime table.
+type criRuntimeTable struct {
 	RuntimeType string         `toml:"runtime_type"`
 	RuntimePath string         `toml:"runtime_path"`
 	Options     map[string]any `toml:"options"`

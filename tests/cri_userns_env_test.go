@@ -59,7 +59,7 @@ func runsHostNetworkUserns(r matrixRunc) bool {
 // newestRuncHandler is the handler of the newest runc of runcs
 // (usernsEnv made sure that it runs the pods).
 func (e *criEnv) newestRuncHandler(runcs []matrixRunc) string {
-	return runcHandlerName(e.d.handler, runcs[len(runcs)-1].version)
+	return runcHandlerName(runcs[len(runcs)-1].version)
 }
 
 // withUserns gives a pod a user namespace of its own (mode POD) with

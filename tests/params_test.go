@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,6 +19,8 @@ import (
 //	                      2.4.2 (default), 2.2 (or 2.2.x, 2.2.9), 1.6
 //	SHIM_TEST_SHIM        shim binary to test; default bin/containerd-shim-sandbox-v2
 //	                      when it is newer than the sources, else built by the suite
+//	SHIM_TEST_DROPIN      the CRI suite installs this shim in the runc shim's place:
+//	                      runtime_path or PATH (dropIn); unset: under its own type
 //	SHIMTEST_ROOT         where install-deps.sh put containerd (default /opt/shimtest)
 const (
 	sandboxRuntime = "io.containerd.sandbox.v2"
@@ -42,6 +45,40 @@ func runtimeUnderTest() string {
 // isSandboxRuntime reports whether the runtime under test is this project's
 // shim (as opposed to the upstream runc shim used to validate the suite).
 func isSandboxRuntime() bool { return runtimeUnderTest() == sandboxRuntime }
+
+// dropIn is how the CRI suite installs this shim in place of the runc
+// shim, as README "Drop-in for an existing node" tells an operator to:
+// SHIM_TEST_DROPIN.
+type dropIn string
+
+const (
+	// noDropIn: the shim serves its own runtime type,
+	// io.containerd.sandbox.v2 (tests/cri/containerd-{2.x,1.6}.toml).
+	noDropIn dropIn = ""
+	// dropInRuntimePath: the default handler's table (runc) has
+	// runtime_type io.containerd.runc.v2 and runtime_path naming this
+	// shim (tests/cri/containerd-{2.x,1.6}-dropin.toml).
+	dropInRuntimePath dropIn = "runtime_path"
+	// dropInPATH: this shim is containerd-shim-runc-v2 in the bin
+	// directory first on containerd's PATH, where the runc shim is not;
+	// the table is the drop-in one without its runtime_path line.
+	dropInPATH dropIn = "PATH"
+)
+
+// dropInMode returns SHIM_TEST_DROPIN, which applies to this shim only.
+func dropInMode() (dropIn, error) {
+	m := dropIn(os.Getenv("SHIM_TEST_DROPIN"))
+	switch m {
+	case noDropIn:
+		return m, nil
+	case dropInRuntimePath, dropInPATH:
+		if !isSandboxRuntime() {
+			return m, fmt.Errorf("SHIM_TEST_DROPIN=%s: installs %s in the runc shim's place; SHIM_TEST_RUNTIME is %s", m, sandboxRuntime, runtimeUnderTest())
+		}
+		return m, nil
+	}
+	return m, fmt.Errorf("SHIM_TEST_DROPIN=%q: want %q, %q or unset", m, dropInRuntimePath, dropInPATH)
+}
 
 // shimBinaryName is the binary containerd looks up for a runtime name, by
 // containerd's rule: io.containerd.NAME.VERSION -> containerd-shim-NAME-VERSION.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -97,6 +98,7 @@ func runStart(ctx context.Context, f flags, stdin io.Reader, stdout io.Writer) e
 		ShimCgroup:   in.options.ShimCgroup,
 		Executable:   self,
 		Claim:        service.Claim,
+		TaskAPI:      service.TaskAPI,
 	}
 	if b := in.bootstrap; b != nil {
 		if b.ContainerdGrpcAddress != "" {
@@ -107,20 +109,47 @@ func runStart(ctx context.Context, f flags, stdin io.Reader, stdout io.Writer) e
 		}
 		cfg.SocketDir = b.GetSocketDir()
 	}
-	address, err := sandbox.StartShim(ctx, cfg)
+	shim, err := sandbox.StartShim(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	if in.bootstrap == nil {
-		_, err = io.WriteString(stdout, address)
-		return err
+		return writeLegacyAnswer(stdout, shim)
 	}
-	out, err := proto.Marshal(&bootapi.BootstrapResult{Version: 3, Address: address, Protocol: "ttrpc"})
+	out, err := proto.Marshal(&bootapi.BootstrapResult{Version: 3, Address: shim.Address, Protocol: "ttrpc"})
 	if err != nil {
 		return err
 	}
 	_, err = stdout.Write(out)
 	return err
+}
+
+// writeLegacyAnswer answers a caller older than containerd 2.3. The plain
+// address means task API v2, which every such caller speaks and this
+// shim serves. A shim found at the pod's socket that serves only task
+// API v3 is containerd 2.x's runc shim, started by a 2.0-2.2 caller
+// (which accepts version 3) before this binary took its place: it gets
+// the JSON form the runc shim answers with, or containerd would speak
+// task API v2 to it and fail every call.
+func writeLegacyAnswer(stdout io.Writer, shim sandbox.Shim) error {
+	if shim.TaskAPI != 3 {
+		_, err := io.WriteString(stdout, shim.Address)
+		return err
+	}
+	out, err := json.Marshal(legacyBootstrap{Version: 3, Address: shim.Address, Protocol: "ttrpc"})
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+// legacyBootstrap is the JSON answer containerd 1.7 to 2.2 accept from
+// `start` (pkg/shim.BootstrapParams upstream).
+type legacyBootstrap struct {
+	Version  int    `json:"version"`
+	Address  string `json:"address"`
+	Protocol string `json:"protocol"`
 }
 
 func runDelete(ctx context.Context, f flags, stdout io.Writer) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/sandbox"
 )
 
 func mustMarshal(t *testing.T, m proto.Message) []byte {
@@ -250,8 +252,8 @@ func TestRunDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	bundle := t.TempDir()
-	state := fmt.Sprintf(`{"options":{"binary_name":%q,"root":%q}}`, runtime, filepath.Join(dir, "root"))
-	if err := os.WriteFile(filepath.Join(bundle, "shim-state.json"), []byte(state), 0o600); err != nil {
+	opts := fmt.Sprintf(`{"binary_name":%q,"root":%q}`, runtime, filepath.Join(dir, "root"))
+	if err := os.WriteFile(filepath.Join(bundle, "options.json"), []byte(opts), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(bundle, "init.pid"), []byte("4321\n"), 0o600); err != nil {
@@ -274,5 +276,48 @@ func TestRunDelete(t *testing.T) {
 	}
 	if got := strings.TrimSpace(string(data)); !strings.HasSuffix(got, "delete --force c1") || !strings.Contains(got, "--root "+filepath.Join(dir, "root", "ns")) {
 		t.Errorf("runtime call: got %q", got)
+	}
+}
+
+// TestWriteLegacyAnswer: a caller before containerd 2.3 gets the plain
+// address (task API v2), except for a found shim that serves only task
+// API v3, which gets the JSON containerd 2.0-2.2 parse (into
+// pkg/shim.BootstrapParams: version, address, protocol) with version 3.
+func TestWriteLegacyAnswer(t *testing.T) {
+	const addr = "unix:///run/containerd/s/0123"
+	tests := []struct {
+		name     string
+		shim     sandbox.Shim
+		wantJSON bool
+	}{
+		{name: "this shim", shim: sandbox.Shim{Address: addr}},
+		{name: "shim serving only v3", shim: sandbox.Shim{Address: addr, TaskAPI: 3}, wantJSON: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := writeLegacyAnswer(&out, tt.shim); err != nil {
+				t.Fatal(err)
+			}
+			if !tt.wantJSON {
+				if out.String() != addr {
+					t.Errorf("answer: got %q, want the plain address %q", out.String(), addr)
+				}
+				return
+			}
+			// containerd's type, field for field.
+			type bootstrapParams struct {
+				Version  int    `json:"version"`
+				Address  string `json:"address"`
+				Protocol string `json:"protocol"`
+			}
+			var p bootstrapParams
+			if err := json.Unmarshal(out.Bytes(), &p); err != nil {
+				t.Fatalf("answer %q is not containerd's BootstrapParams JSON: %v", out.String(), err)
+			}
+			if want := (bootstrapParams{Version: 3, Address: addr, Protocol: "ttrpc"}); p != want {
+				t.Errorf("answer: got %+v, want %+v", p, want)
+			}
+		})
 	}
 }
