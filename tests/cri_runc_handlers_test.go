@@ -76,9 +76,11 @@ func parseVersion(s string) ([3]int, bool) {
 func versionLess(a, b [3]int) bool { return slices.Compare(a[:], b[:]) < 0 }
 
 // runcHandlerName is the CRI handler criConfig adds for runc version:
-// a RuntimeClass handler is a DNS label, so no dots.
+// a RuntimeClass handler is a DNS label, so no dots and no build suffix;
+// Debian's "1.1.5+ds1" is named by its release, "runc-1-1-5".
 func runcHandlerName(version string) string {
-	return "runc-" + strings.ReplaceAll(version, ".", "-")
+	release, _, _ := strings.Cut(version, "+")
+	return "runc-" + strings.ReplaceAll(release, ".", "-")
 }
 
 // criRuntimesKey is where a config of v's schema keeps the CRI runtime
