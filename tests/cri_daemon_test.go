@@ -308,11 +308,11 @@ func criConfig(v daemonVersion, inst criInstall, p daemonPaths, dir, hostsDir st
 		return b.String(), nil
 	}
 	// 2.x: a handler per runc for the user namespace tests.
-	config, err := addRuncHandlers(b.String(), v, handlerRuncs(), filepath.Join(dir, "bin", shimBinaryName(sandboxRuntime)))
+	extra, err := addRuncHandlers(snippet, v, handlerRuncs(), filepath.Join(dir, "bin", shimBinaryName(sandboxRuntime)))
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", snippetFile, err)
 	}
-	return config, nil
+	return b.String() + extra, nil
 }
 
 // The shipped tables' settings the suite changes.

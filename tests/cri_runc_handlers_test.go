@@ -92,24 +92,29 @@ func criRuntimesKey(v daemonVersion) string {
 	return "io.containerd.cri.v1.runtime"
 }
 
-// addRuncHandlers parses config (a whole config.toml of v's schema, with
-// exactly one CRI runtime table: the shipped one) and returns it with a
-// clone of that table per runc of runcs, named by runcHandlerName, whose
-// BinaryName names that runc. The clone of this shim's own table (its
-// runtime_type io.containerd.sandbox.v2) takes the drop-in form instead:
-// runtime_type io.containerd.runc.v2 and runtime_path naming shimPath.
-// That is the form in which containerd can run a user namespace's
-// containers on it: CRI hands the container's IO to the mapped root
-// through runc options (client.WithUIDOwner), which it can build only
-// for io.containerd.runc.v2; for any other type with an options table,
-// StartContainer fails before the shim is asked (see
+// addRuncHandlers parses snippet (the shipped runtime table as rendered
+// for v's schema: exactly one CRI runtime table) and returns a clone of
+// that table per runc of runcs, to append to the config: named by
+// runcHandlerName, its BinaryName naming that runc. The clone of this
+// shim's own table (its runtime_type io.containerd.sandbox.v2) takes
+// the drop-in form instead: runtime_type io.containerd.runc.v2 and
+// runtime_path naming shimPath. That is the form in which containerd can
+// run a user namespace's containers on it: CRI hands the container's IO
+// to the mapped root through runc options (client.WithUIDOwner), which
+// it can build only for io.containerd.runc.v2; for any other type with
+// an options table, StartContainer fails before the shim is asked (see
 // TestCRIUsernsShippedHandler).
-func addRuncHandlers(config string, v daemonVersion, runcs []matrixRunc, shimPath string) (string, error) {
+//
+// The values are marshalled by go-toml, table by table under headers
+// written here, so that the shipped table above them stays verbatim in
+// the config (TestCRIConfigFiles).
+func addRuncHandlers(snippet string, v daemonVersion, runcs []matrixRunc, shimPath string) (string, error) {
 	var doc map[string]any
-	if err := toml.Unmarshal([]byte(config), &doc); err != nil {
-		return "", fmt.Errorf("parse the daemon's config: %w", err)
+	if err := toml.Unmarshal([]byte(snippet), &doc); err != nil {
+		return "", fmt.Errorf("parse the shipped runtime table: %w", err)
 	}
-	runtimes, ok := tomlTable(doc, "plugins", criRuntimesKey(v), "containerd", "runtimes")
+	key := criRuntimesKey(v)
+	runtimes, ok := tomlTable(doc, "plugins", key, "containerd", "runtimes")
 	if !ok || len(runtimes) != 1 {
 		return "", fmt.Errorf("CRI runtime tables %v: want exactly one (the shipped one) to clone", slices.Sorted(maps.Keys(runtimes)))
 	}
@@ -123,25 +128,47 @@ func addRuncHandlers(config string, v daemonVersion, runcs []matrixRunc, shimPat
 	if !ok {
 		return "", errors.New("the shipped CRI runtime table has no options table to set BinaryName in")
 	}
+	var b strings.Builder
 	for _, r := range runcs {
 		name := runcHandlerName(r.version)
 		if _, dup := runtimes[name]; dup {
 			return "", fmt.Errorf("handler %s: already configured", name)
 		}
-		clone := maps.Clone(base)
-		clone["options"] = maps.Clone(opts)
-		clone["options"].(map[string]any)["BinaryName"] = r.path
-		if clone["runtime_type"] == sandboxRuntime {
-			clone["runtime_type"] = runcRuntime
-			clone["runtime_path"] = shimPath
+		table := maps.Clone(base)
+		delete(table, "options")
+		if table["runtime_type"] == sandboxRuntime {
+			table["runtime_type"] = runcRuntime
+			table["runtime_path"] = shimPath
 		}
-		runtimes[name] = clone
+		options := maps.Clone(opts)
+		options["BinaryName"] = r.path
+		header := fmt.Sprintf("plugins.%q.containerd.runtimes.%s", key, name)
+		fmt.Fprintf(&b, "\n# ---- handler %s: the shipped table with runc %s (cri_userns_test.go) ----\n", name, r.version)
+		for _, part := range []struct {
+			header string
+			values map[string]any
+		}{{header, table}, {header + ".options", options}} {
+			body, err := flatTOML(part.values)
+			if err != nil {
+				return "", fmt.Errorf("handler %s: %w", name, err)
+			}
+			fmt.Fprintf(&b, "[%s]\n%s", part.header, body)
+		}
 	}
-	out, err := toml.Marshal(doc)
-	if err != nil {
-		return "", err
+	return b.String(), nil
+}
+
+// flatTOML marshals a table of plain values; a nested table would be
+// marshalled under a header of its own, relative to nothing, so it is
+// refused.
+func flatTOML(values map[string]any) (string, error) {
+	for k, v := range values {
+		if _, nested := v.(map[string]any); nested {
+			return "", fmt.Errorf("key %s is a table: only plain values are cloned", k)
+		}
 	}
-	return string(out), nil
+	out, err := toml.Marshal(values)
+	return string(out), err
 }
 
 // tomlTable walks doc down keys, each a table.
@@ -181,11 +208,13 @@ func TestCRIRuncHandlerTables(t *testing.T) {
 				t.Fatal(err)
 			}
 			table := strings.Replace(string(snippet), shippedRuntimeType, fmt.Sprintf("runtime_type = %q", tc.runtime), 1)
-			config := "version = 3\n[plugins]\n  [plugins.\"io.containerd.cri.v1.runtime\"]\n    restrict_oom_score_adj = true\n" + table
-			out, err := addRuncHandlers(config, daemonVersion{name: "2.4.2", configVersion: 3}, runcs, shim)
+			extra, err := addRuncHandlers(table, daemonVersion{name: "2.4.2", configVersion: 3}, runcs, shim)
 			if err != nil {
 				t.Fatal(err)
 			}
+			// As criConfig renders it: other CRI settings, the shipped
+			// table verbatim, then the clones.
+			out := "version = 3\n[plugins]\n  [plugins.\"io.containerd.cri.v1.runtime\"]\n    restrict_oom_score_adj = true\n" + table + extra
 			rts := parseRuntimeTables(t, out)
 			base, ok := rts[tc.base]
 			if !ok || base.RuntimeType != tc.wantBaseType || base.RuntimePath != tc.basePath || base.Options["BinaryName"] != "runc" {
@@ -209,7 +238,7 @@ func TestCRIRuncHandlerTables(t *testing.T) {
 			}
 		})
 	}
-	if _, err := addRuncHandlers("version = 3\n", daemonVersion{configVersion: 3}, runcs, shim); err == nil {
+	if _, err := addRuncHandlers("", daemonVersion{configVersion: 3}, runcs, shim); err == nil {
 		t.Error("no runtime table to clone: no error")
 	}
 }
