@@ -270,18 +270,7 @@ func TestCRIDropInSwitch(t *testing.T) {
 	}
 	shim := shimUnderTest(t)
 	name := "cri-switch-" + v.name
-	d, err := startCRIDaemon(v, name, criInstall{runtimeType: runcRuntime}, imageArchive(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		suite.mu.Lock()
-		delete(suite.daemons, name)
-		suite.mu.Unlock()
-		for _, p := range d.teardown() {
-			t.Errorf("LEAK: %s", p)
-		}
-	})
+	d := startOwnCRIDaemon(t, v, name, criInstall{runtimeType: runcRuntime})
 	e := newCRIEnvOn(t, d)
 	runcShim := filepath.Join(d.bin, shimBinaryName(runcRuntime))
 
@@ -407,18 +396,7 @@ func TestCRIDropInRuntimePathIgnored(t *testing.T) {
 	shim := shimUnderTest(t)
 	name := "cri-runtime-path-" + v.name
 	inst := criInstall{shim: shim, runtimeType: runcRuntime, dropIn: dropInRuntimePath}
-	d, err := startCRIDaemon(v, name, inst, imageArchive(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		suite.mu.Lock()
-		delete(suite.daemons, name)
-		suite.mu.Unlock()
-		for _, p := range d.teardown() {
-			t.Errorf("LEAK: %s", p)
-		}
-	})
+	d := startOwnCRIDaemon(t, v, name, inst)
 	// What the suite's helpers check: the pods' shims run the runc shim.
 	d.shimExe = filepath.Join(d.bin, shimBinaryName(runcRuntime))
 	e := newCRIEnvOn(t, d)
@@ -436,4 +414,24 @@ func TestCRIDropInRuntimePathIgnored(t *testing.T) {
 	}
 	t.Log(runtimePathIgnored)
 	p.remove()
+}
+
+// startOwnCRIDaemon starts a CRI daemon for this test only, registered as
+// name in suite.daemons until the test ends, when it is torn down and
+// everything it left fails the test.
+func startOwnCRIDaemon(t *testing.T, v daemonVersion, name string, inst criInstall) *criDaemon {
+	t.Helper()
+	d, err := startCRIDaemon(v, name, inst, imageArchive(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		suite.mu.Lock()
+		delete(suite.daemons, name)
+		suite.mu.Unlock()
+		for _, p := range d.teardown() {
+			t.Errorf("LEAK: %s", p)
+		}
+	})
+	return d
 }
