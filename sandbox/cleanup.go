@@ -22,7 +22,15 @@ type CleanupResult struct {
 // The bundle may be the runc shim's (bundle.go says when): its options
 // name the runtime, and the init's exit it recorded is reported as the
 // runc shim's `delete` would; otherwise the init was killed (137), now.
+//
+// A sandbox bundle (the Sandbox API's, with the pod's record and no
+// config.json) tears the whole pod down instead (cleanupPod).
 func Cleanup(ctx context.Context, namespace, id, bundle string) (CleanupResult, error) {
+	if rec, ok, err := cleanupPod(bundle); err != nil {
+		return CleanupResult{}, err
+	} else if ok {
+		return CleanupResult{Pid: rec.Pid, ExitStatus: process.KilledStatus, ExitedAt: time.Now()}, nil
+	}
 	st, err := readBundleState(bundle)
 	if err != nil {
 		// Fall back to the defaults; a broken state file must not keep a

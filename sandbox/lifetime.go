@@ -141,11 +141,17 @@ func (m *Manager) admitted() {
 }
 
 // containerCount is the number of containers the pod holds, including
-// those being created.
+// those being created, plus one for a pod held through the Sandbox API
+// until ShutdownSandbox releases it: containerd says Shutdown after every
+// task delete, and the pod outlives its containers.
 func (m *Manager) containerCount() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.containers)
+	n := len(m.containers)
+	if m.pod != nil && !m.pod.released() {
+		n++
+	}
+	return n
 }
 
 // mayExitLocked reports whether the shim may exit now, dropping expired

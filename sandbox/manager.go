@@ -36,6 +36,9 @@ type Config struct {
 	Reaper *reaper.Reaper
 	// NewEngine defaults to runc through go-runc.
 	NewEngine EngineFactory
+	// HolderExecutable is the binary the pod holder runs (with
+	// HolderArg); this one, /proc/self/exe, by default.
+	HolderExecutable string
 }
 
 // Manager holds the pod's containers. Exits and the order of events are
@@ -45,8 +48,10 @@ type Manager struct {
 	namespace string
 	newEngine EngineFactory
 	// reaper starts the processes the shim runs besides runc (logging
-	// binaries); nil in tests that fake the runtime.
+	// binaries, the pod holder); nil in tests that fake the runtime.
 	reaper *reaper.Reaper
+	// holderExe is the pod holder's binary.
+	holderExe string
 	events *eventQueue
 	exits  *exitRouter
 	// ctx is what work outliving a request runs with (follow-ups of
@@ -66,6 +71,10 @@ type Manager struct {
 	// created (init nil). Guarded by mu. Lock order: mu, then the exit
 	// router's, then a process's.
 	containers map[string]*container
+	// pod is the pod containerd handed this shim through the Sandbox API
+	// (pod.go), nil when it uses a pause container. Set by
+	// CreateSandbox, never cleared once created. Guarded by mu.
+	pod *Pod
 }
 
 type container struct {
@@ -100,6 +109,10 @@ func NewManager(ctx context.Context, cfg Config) *Manager {
 		cancel:     cancel,
 		life:       newLifetime(),
 		containers: make(map[string]*container),
+		holderExe:  cfg.HolderExecutable,
+	}
+	if m.holderExe == "" {
+		m.holderExe = "/proc/self/exe"
 	}
 	if m.newEngine == nil {
 		m.newEngine = func(opts ociruntime.Options, bundle string) ociruntime.Runtime {
@@ -137,10 +150,6 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := m.admit(req.ID); err != nil {
-		return 0, err
-	}
-	defer m.admitted()
 	if err := m.admit(req.ID); err != nil {
 		return 0, err
 	}
@@ -215,6 +224,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
 
 func (m *Manager) create(ctx context.Context, req CreateRequest, sp *spec, engine ociruntime.Runtime) (*process.Init, int, error) {
 	if err := writeBundleState(req.Bundle, bundleState{Options: req.Options}); err != nil {
+		return nil, 0, fmt.Errorf("create %q: %w", req.ID, err)
+	}
+	if err := m.addPodMounts(req.Bundle, sp); err != nil {
 		return nil, 0, fmt.Errorf("create %q: %w", req.ID, err)
 	}
 	p := process.NewInit(process.InitConfig{
@@ -381,6 +393,14 @@ func (m *Manager) Wait(ctx context.Context, id string) (process.Status, error) {
 // Pids lists the processes of a container.
 func (m *Manager) Pids(ctx context.Context, id string) ([]int, error) {
 	c, err := m.lookup(id, "pids")
+	if errdefs.IsNotFound(err) {
+		if pid, ok := m.podPid(id); ok {
+			if pid == 0 {
+				return nil, nil
+			}
+			return []int{pid}, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -406,9 +426,16 @@ func (m *Manager) CloseIO(ctx context.Context, id string) error {
 	return nil
 }
 
-// Connect returns the shim's pid and the container's init pid.
+// Connect returns the shim's pid and the container's init pid; for the
+// pod's id, the holder's pid (containerd connects to the sandbox's task
+// after a restart).
 func (m *Manager) Connect(ctx context.Context, id string) (shimPid, taskPid int, err error) {
 	c, err := m.lookup(id, "connect")
+	if errdefs.IsNotFound(err) {
+		if pid, ok := m.podPid(id); ok {
+			return os.Getpid(), pid, nil
+		}
+	}
 	if err != nil {
 		return 0, 0, err
 	}

@@ -86,6 +86,7 @@ func runDaemon(ctx context.Context, f flags) error {
 	}
 	service.Register(server, service.NewTask(m, ociruntime.Options{}))
 	service.RegisterLifetime(server, m)
+	service.RegisterSandbox(server, m)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- server.Serve(ctx, l) }()
 

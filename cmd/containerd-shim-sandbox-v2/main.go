@@ -11,8 +11,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"github.com/containerd/log"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/sandbox"
 )
 
 // RuntimeName is the runtime containerd knows this shim by.
@@ -59,7 +62,26 @@ func parseFlags(args []string) (flags, error) {
 	return f, nil
 }
 
+// init keeps the pod holder's main goroutine on the main thread: the
+// holder joins the pod's network namespace with setns, which moves one
+// thread, and /proc/<pid>/ns/net (what CRI gives every container) shows
+// the main thread's.
+func init() {
+	if isHolder(os.Args) {
+		runtime.LockOSThread()
+	}
+}
+
+func isHolder(args []string) bool {
+	return len(args) > 1 && args[1] == sandbox.HolderArg
+}
+
 func main() {
+	// The pod holder (sandbox/holder.go) before anything else: no flags,
+	// no logging, nothing that starts goroutines.
+	if isHolder(os.Args) {
+		os.Exit(sandbox.RunHolder(os.Args[2:]))
+	}
 	f, err := parseFlags(os.Args)
 	if err != nil {
 		os.Exit(2)

@@ -1,0 +1,398 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/errdefs"
+	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// The pod, when containerd hands it to the shim (CRI `sandboxer =
+// "shim"`, the Sandbox API): the shim itself is the pod, with no pause
+// container. Its namespaces are held by a holder process the shim starts
+// (holder.go); its files are the shim's (podfiles.go); its record in the
+// sandbox bundle (podrecord.go) lets `delete` tear it down after the shim
+// died.
+//
+// The calls, in containerd 2.4's order: `start` for the sandbox id (a
+// bundle with no config.json), CreateSandbox (the CRI PodSandboxConfig,
+// netns_path), StartSandbox (the holder's pid, which every container's
+// namespaces are built from), WaitSandbox held open, SandboxStatus and
+// Platform before every container, then StopSandbox, ShutdownSandbox.
+
+// PodState is a pod's state.
+type PodState int
+
+const (
+	// PodCreated: CreateSandbox ran; no holder yet.
+	PodCreated PodState = iota
+	// PodReady: the holder runs.
+	PodReady
+	// PodStopped: the holder exited, or the pod was stopped before it
+	// started.
+	PodStopped
+	// PodShutdown: ShutdownSandbox released everything.
+	PodShutdown
+)
+
+func (s PodState) String() string {
+	switch s {
+	case PodCreated:
+		return "created"
+	case PodReady:
+		return "ready"
+	case PodStopped:
+		return "stopped"
+	case PodShutdown:
+		return "shutdown"
+	}
+	return fmt.Sprintf("PodState(%d)", int(s))
+}
+
+// podMoves are the allowed state moves.
+var podMoves = map[[2]PodState]bool{
+	{PodCreated, PodReady}:    true,
+	{PodCreated, PodStopped}:  true,
+	{PodReady, PodStopped}:    true,
+	{PodCreated, PodShutdown}: true,
+	{PodStopped, PodShutdown}: true,
+}
+
+// Pod is the pod the shim holds.
+type Pod struct {
+	id     string
+	bundle string
+	netns  string
+	cfg    *PodConfig
+	files  podFiles
+	// done is closed when the pod ends: its holder exited, or it was
+	// stopped or shut down before one started. Closed under mu, once.
+	done chan struct{}
+
+	mu sync.Mutex
+	// Guarded by mu.
+	state      PodState
+	pid        int
+	createdAt  time.Time
+	exitedAt   time.Time
+	exitStatus int
+	holder     *exec.Cmd
+	// cgroup is the pod cgroup's path relative to the hierarchy roots.
+	cgroup string
+}
+
+// transitionLocked moves the pod from one state to another, or fails
+// with FailedPrecondition naming both. p.mu must be held.
+func (p *Pod) transitionLocked(op string, to PodState) error {
+	if !podMoves[[2]PodState{p.state, to}] {
+		return fmt.Errorf("%s sandbox %q: pod is %s, not a state it can become %s from: %w", op, p.id, p.state, to, errdefs.ErrFailedPrecondition)
+	}
+	p.state = to
+	return nil
+}
+
+// endLocked records the pod's end and wakes its waiters, once. p.mu must
+// be held.
+func (p *Pod) endLocked(status int, at time.Time) bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+	}
+	p.exitStatus = status
+	p.exitedAt = at
+	close(p.done)
+	return true
+}
+
+// CreateSandboxRequest is a pod to create.
+type CreateSandboxRequest struct {
+	ID     string
+	Bundle string
+	// NetNS is the network namespace CRI made (and ran CNI in); empty
+	// for a host-network pod.
+	NetNS string
+	// Config is the CRI PodSandboxConfig, serialized; nil when containerd
+	// sent no options.
+	Config []byte
+}
+
+// CreateSandbox creates the pod: its config, record and files. It
+// consumes the claim the `start` for the sandbox id took, as a task
+// Create does. Repeated for the same pod, it succeeds.
+func (m *Manager) CreateSandbox(ctx context.Context, req CreateSandboxRequest) error {
+	if req.ID == "" {
+		return fmt.Errorf("create sandbox: id is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	if !filepath.IsAbs(req.Bundle) || filepath.Clean(req.Bundle) != req.Bundle {
+		return fmt.Errorf("create sandbox %q: bundle %q is not a clean absolute path: %w", req.ID, req.Bundle, errdefs.ErrInvalidArgument)
+	}
+	cfg := &PodConfig{}
+	if len(req.Config) > 0 {
+		var err error
+		if cfg, err = ParsePodConfig(req.Config); err != nil {
+			return fmt.Errorf("create sandbox %q: %w", req.ID, err)
+		}
+	}
+	if err := m.admit(req.ID); err != nil {
+		return err
+	}
+	defer m.admitted()
+	m.mu.Lock()
+	if p := m.pod; p != nil {
+		m.mu.Unlock()
+		if p.id == req.ID {
+			return nil
+		}
+		return fmt.Errorf("create sandbox %q: shim holds pod %q: %w", req.ID, p.id, errdefs.ErrAlreadyExists)
+	}
+	p := &Pod{
+		id:        req.ID,
+		bundle:    req.Bundle,
+		netns:     req.NetNS,
+		cfg:       cfg,
+		files:     podFiles{dir: filepath.Join(req.Bundle, podDirName)},
+		done:      make(chan struct{}),
+		createdAt: time.Now(),
+		cgroup:    cgroupPath(cfg.CgroupParent),
+	}
+	// Placed before the files are made, so that a concurrent create sees
+	// the pod; a failure below takes it out again.
+	m.pod = p
+	m.mu.Unlock()
+	if err := m.setUpPod(p); err != nil {
+		_ = p.files.remove()
+		removeRecord(p.bundle)
+		m.mu.Lock()
+		m.pod = nil
+		m.mu.Unlock()
+		return fmt.Errorf("create sandbox %q: %w", req.ID, err)
+	}
+	return nil
+}
+
+func (m *Manager) setUpPod(p *Pod) error {
+	if err := writeRecord(p.bundle, p.record()); err != nil {
+		return err
+	}
+	return p.files.write(p.cfg, p.hostname())
+}
+
+// hostname is the pod's: its config's, else the host's (the pause path's
+// choice).
+func (p *Pod) hostname() string {
+	if p.cfg.Hostname != "" {
+		return p.cfg.Hostname
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+// lookupPod returns the pod with id, or NotFound.
+func (m *Manager) lookupPod(id, op string) (*Pod, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pod == nil || m.pod.id != id {
+		return nil, fmt.Errorf("%s sandbox %q: %w", op, id, errdefs.ErrNotFound)
+	}
+	return m.pod, nil
+}
+
+// PodStatus is a pod's state as SandboxStatus reports it.
+type PodStatus struct {
+	State      PodState
+	Pid        int
+	CreatedAt  time.Time
+	ExitedAt   time.Time
+	ExitStatus int
+	Cgroup     string
+	NetNS      string
+	Config     *PodConfig
+	Containers []string
+}
+
+// StartSandbox starts the pod's holder and returns its pid and the pod's
+// creation time. Repeated on a ready pod, it answers the same.
+func (m *Manager) StartSandbox(ctx context.Context, id string) (PodStatus, error) {
+	p, err := m.lookupPod(id, "start")
+	if err != nil {
+		return PodStatus{}, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == PodReady {
+		return p.statusLocked(), nil
+	}
+	if p.state != PodCreated {
+		return PodStatus{}, fmt.Errorf("start sandbox %q: pod is %s: %w", id, p.state, errdefs.ErrFailedPrecondition)
+	}
+	if m.reaper == nil {
+		return PodStatus{}, fmt.Errorf("start sandbox %q: no reaper to start the holder with: %w", id, errdefs.ErrNotImplemented)
+	}
+	hs := holderSpec{
+		NetNS:    p.netns,
+		Hostname: p.hostname(),
+		Sysctls:  p.cfg.Sysctls,
+		PidNS:    p.cfg.PidMode != NamespaceNode,
+	}
+	if p.cfg.NetworkMode == NamespaceNode {
+		hs.NetNS = ""
+	}
+	cmd, exitCh, err := startHolder(m.reaper, m.holderExe, hs, p.cfg.IpcMode == NamespaceNode, p.cfg.NetworkMode == NamespaceNode)
+	if err != nil {
+		return PodStatus{}, fmt.Errorf("start sandbox %q: %w", id, err)
+	}
+	pid := cmd.Process.Pid
+	if p.cgroup != "" {
+		if err := placeInPodCgroup(p.cgroup, pid); err != nil {
+			_ = cmd.Process.Kill()
+			<-exitCh
+			_ = cmd.Process.Release()
+			return PodStatus{}, fmt.Errorf("start sandbox %q: %w", id, err)
+		}
+	}
+	p.holder = cmd
+	p.pid = pid
+	if err := p.transitionLocked("start", PodReady); err != nil {
+		return PodStatus{}, err
+	}
+	if err := writeRecord(p.bundle, p.record()); err != nil {
+		log.G(ctx).WithError(err).WithField("id", id).Warn("pod record not updated")
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.holderExited(p, cmd, exitCh)
+	}()
+	return p.statusLocked(), nil
+}
+
+// holderExited waits for the holder's exit, which only it receives (the
+// reaper hands a Start caller's child to that caller), and ends the pod:
+// WaitSandbox returns, the status is NOTREADY, and a TaskExit for the
+// sandbox id goes out, as the pause container's did.
+func (m *Manager) holderExited(p *Pod, cmd *exec.Cmd, ch chan runc.Exit) {
+	e, ok := <-ch
+	_ = cmd.Process.Release()
+	if !ok {
+		e = runc.Exit{Pid: p.pid, Status: 255, Timestamp: time.Now()}
+	}
+	p.mu.Lock()
+	if p.state == PodReady {
+		p.state = PodStopped
+	}
+	ended := p.endLocked(e.Status, e.Timestamp)
+	rec := p.record()
+	p.mu.Unlock()
+	if err := writeRecord(p.bundle, rec); err != nil {
+		log.G(m.ctx).WithError(err).WithField("id", p.id).Debug("pod record not updated")
+	}
+	if ended {
+		m.events.push(TopicTaskExit, &eventstypes.TaskExit{
+			ContainerID: p.id,
+			ID:          p.id,
+			Pid:         uint32(e.Pid),
+			ExitStatus:  uint32(e.Status),
+			ExitedAt:    timestamppb.New(e.Timestamp),
+		})
+	}
+}
+
+func (p *Pod) statusLocked() PodStatus {
+	return PodStatus{
+		State:      p.state,
+		Pid:        p.pid,
+		CreatedAt:  p.createdAt,
+		ExitedAt:   p.exitedAt,
+		ExitStatus: p.exitStatus,
+		Cgroup:     p.cgroup,
+		NetNS:      p.netns,
+		Config:     p.cfg,
+	}
+}
+
+// SandboxStatus returns the pod's state; cheap, as CRI asks before every
+// container.
+func (m *Manager) SandboxStatus(ctx context.Context, id string) (PodStatus, error) {
+	p, err := m.lookupPod(id, "status")
+	if err != nil {
+		return PodStatus{}, err
+	}
+	p.mu.Lock()
+	st := p.statusLocked()
+	p.mu.Unlock()
+	m.mu.Lock()
+	for cid := range m.containers {
+		st.Containers = append(st.Containers, cid)
+	}
+	m.mu.Unlock()
+	return st, nil
+}
+
+// WaitSandbox blocks until the pod ends, and answers at once after.
+func (m *Manager) WaitSandbox(ctx context.Context, id string) (PodStatus, error) {
+	p, err := m.lookupPod(id, "wait")
+	if err != nil {
+		return PodStatus{}, err
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return PodStatus{}, ctx.Err()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.statusLocked(), nil
+}
+
+// PingSandbox answers while the shim holds the pod.
+func (m *Manager) PingSandbox(ctx context.Context, id string) error {
+	_, err := m.lookupPod(id, "ping")
+	return err
+}
+
+// released reports whether ShutdownSandbox released the pod.
+func (p *Pod) released() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state == PodShutdown
+}
+
+// podPid returns the holder's pid when id is the pod's.
+func (m *Manager) podPid(id string) (int, bool) {
+	m.mu.Lock()
+	p := m.pod
+	m.mu.Unlock()
+	if p == nil || p.id != id {
+		return 0, false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != PodReady {
+		return 0, true
+	}
+	return p.pid, true
+}
+
+// addPodMounts gives a container of the pod the pod's files (podfiles.go)
+// by rewriting its config.json, before the runtime reads it. Containers
+// of other pods, and every container of a pause-container pod, are left
+// alone.
+func (m *Manager) addPodMounts(bundle string, sp *spec) error {
+	m.mu.Lock()
+	p := m.pod
+	m.mu.Unlock()
+	if p == nil || sp == nil || sp.Annotations[annotationSandboxID] != p.id {
+		return nil
+	}
+	return injectPodMounts(bundle, p.files.mounts(p.cfg.IpcMode != NamespaceNode))
+}
