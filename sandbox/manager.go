@@ -52,8 +52,8 @@ type Manager struct {
 	reaper *reaper.Reaper
 	// holderExe is the pod holder's binary.
 	holderExe string
-	events *eventQueue
-	exits  *exitRouter
+	events    *eventQueue
+	exits     *exitRouter
 	// ctx is what work outliving a request runs with (follow-ups of
 	// exits); cancelled by Close.
 	ctx context.Context
