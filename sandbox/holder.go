@@ -162,19 +162,33 @@ func setupHolder(hs holderSpec) error {
 }
 
 // dropPrivileges leaves the holder with no capabilities and no way to
-// gain any: it needs none to wait and reap. Best effort: a failure leaves
-// a holder that does nothing with what it holds.
+// gain any: it needs none to wait and reap. Capabilities, the bounding
+// set and no_new_privs are per thread: AllThreadsSyscall sets them on
+// every thread of the shipped (CGO_ENABLED=0) binary; a cgo build (the
+// race-enabled tests) cannot, and drops them on the main thread only,
+// the one the holder's own code runs on (cmd locks it). Best effort: a
+// failure leaves a holder that does nothing with what it holds.
 func dropPrivileges() {
-	_, _, _ = syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0)
+	all := func(trap, a1, a2, a3 uintptr) syscall.Errno {
+		if _, _, e := syscall.AllThreadsSyscall(trap, a1, a2, a3); e != syscall.ENOTSUP {
+			return e
+		}
+		_, _, e := syscall.RawSyscall(trap, a1, a2, a3)
+		return e
+	}
+	_ = all(syscall.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0)
 	for c := 0; c <= 63; c++ {
-		// The bounding set is per thread, as are the capabilities.
-		if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 {
+		if all(syscall.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0) != 0 {
 			break
 		}
 	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
-	_, _, _ = syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
+	// The pointers go straight into the system calls, so that they stay
+	// valid (a uintptr held in a variable does not keep its object).
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e == syscall.ENOTSUP {
+		_, _, _ = syscall.RawSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
+	}
 }
 
 // reapOrphans collects every exited child without blocking.
