@@ -1,0 +1,196 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	sandboxapi "github.com/containerd/containerd/api/runtime/sandbox/v1"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/sandbox"
+)
+
+// The test binary is the pod holder too (see cmd).
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == sandbox.HolderArg {
+		runtime.LockOSThread()
+	}
+}
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == sandbox.HolderArg {
+		os.Exit(sandbox.RunHolder(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// serveSandbox serves the Sandbox API over a Manager with a real reaper
+// and returns containerd's generated client for it: the messages the
+// service writes with protowire are read with the generated types.
+func serveSandbox(t *testing.T) sandboxapi.TTRPCSandboxService {
+	t.Helper()
+	testutil.NeedRoot(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := sandbox.NewManager(context.Background(), sandbox.Config{
+		Namespace:        "testns",
+		Publisher:        nopPublisher{},
+		Reaper:           reaper.NewReaper(),
+		HolderExecutable: exe,
+	})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = m.ShutdownSandbox(ctx, "pod1")
+		if err := m.Close(ctx); err != nil {
+			t.Errorf("Manager.Close: %v", err)
+		}
+	})
+	client := serveWith(context.Background(), t, func(s *ttrpc.Server) { RegisterSandbox(s, m) })
+	return sandboxapi.NewTTRPCSandboxClient(client)
+}
+
+func TestSandboxAPI(t *testing.T) {
+	svc := serveSandbox(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bundle := t.TempDir()
+	opts, err := anypb.New(&cri.PodSandboxConfig{Hostname: "h1", DnsConfig: &cri.DNSConfig{Servers: []string{"1.1.1.1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	errTests := []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"status of an unknown id", func() error {
+			_, err := svc.SandboxStatus(ctx, &sandboxapi.SandboxStatusRequest{SandboxID: "nope"})
+			return err
+		}, errdefs.ErrNotFound},
+		{"create without an id", func() error {
+			_, err := svc.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{BundlePath: bundle})
+			return err
+		}, errdefs.ErrInvalidArgument},
+		{"create with a relative bundle", func() error {
+			_, err := svc.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxID: "pod1", BundlePath: "b"})
+			return err
+		}, errdefs.ErrInvalidArgument},
+		{"create with options that are not a config", func() error {
+			_, err := svc.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxID: "pod1", BundlePath: bundle,
+				Options: &anypb.Any{TypeUrl: "x", Value: []byte{0xff, 0xff}}})
+			return err
+		}, errdefs.ErrInvalidArgument},
+	}
+	for _, tt := range errTests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := errgrpc.ToNative(tt.call()); !errors.Is(err, tt.want) {
+				t.Errorf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+
+	if _, err := svc.CreateSandbox(ctx, &sandboxapi.CreateSandboxRequest{SandboxID: "pod1", BundlePath: bundle, Options: opts,
+		Rootfs: []*types.Mount{}, Annotations: map[string]string{"a": "b"}}); err != nil {
+		t.Fatalf("CreateSandbox: %v", err)
+	}
+	start, err := svc.StartSandbox(ctx, &sandboxapi.StartSandboxRequest{SandboxID: "pod1"})
+	if err != nil {
+		t.Fatalf("StartSandbox: %v", err)
+	}
+	if start.Pid == 0 || start.CreatedAt == nil || time.Since(start.CreatedAt.AsTime()) > time.Minute {
+		t.Errorf("StartSandbox: got pid %d created_at %v", start.Pid, start.CreatedAt)
+	}
+	if b, _ := os.ReadFile(bundle + "/pod/resolv.conf"); string(b) != "nameserver 1.1.1.1\n" {
+		t.Errorf("resolv.conf from the options: got %q", b)
+	}
+	plat, err := svc.Platform(ctx, &sandboxapi.PlatformRequest{SandboxID: "pod1"})
+	if err != nil || plat.GetPlatform().GetOS() != runtime.GOOS || plat.GetPlatform().GetArchitecture() != runtime.GOARCH {
+		t.Errorf("Platform: got %v %v", plat, err)
+	}
+	if _, err := svc.PingSandbox(ctx, &sandboxapi.PingRequest{SandboxID: "pod1"}); err != nil {
+		t.Errorf("PingSandbox: %v", err)
+	}
+	st, err := svc.SandboxStatus(ctx, &sandboxapi.SandboxStatusRequest{SandboxID: "pod1", Verbose: true})
+	if err != nil {
+		t.Fatalf("SandboxStatus: %v", err)
+	}
+	if st.SandboxID != "pod1" || st.State != "SANDBOX_READY" || st.Pid != start.Pid || !st.CreatedAt.AsTime().Equal(start.CreatedAt.AsTime()) || st.ExitedAt != nil {
+		t.Errorf("SandboxStatus: got %v", st)
+	}
+	// CRI decodes info["info"] into its SandboxInfo: pid a number.
+	var info struct {
+		Pid        uint32            `json:"pid"`
+		Status     string            `json:"processStatus"`
+		Namespaces map[string]string `json:"namespaces"`
+	}
+	if err := json.Unmarshal([]byte(st.Info["info"]), &info); err != nil || info.Pid != start.Pid || info.Status != "running" || info.Namespaces["net"] == "" {
+		t.Errorf("SandboxStatus info: got %q (%v)", st.Info["info"], err)
+	}
+	met, err := svc.SandboxMetrics(ctx, &sandboxapi.SandboxMetricsRequest{SandboxID: "pod1"})
+	if err != nil {
+		t.Fatalf("SandboxMetrics: %v", err)
+	}
+	if met.GetMetrics().GetID() != "pod1" || met.GetMetrics().GetData().GetTypeUrl() == "" || met.GetMetrics().GetTimestamp() == nil {
+		t.Errorf("SandboxMetrics: got %v", met)
+	}
+	// An update without CRI's resources is accepted.
+	if _, err := svc.UpdateSandbox(ctx, &sandboxapi.UpdateSandboxRequest{SandboxID: "pod1", Sandbox: &types.Sandbox{SandboxID: "pod1"}}); err != nil {
+		t.Errorf("UpdateSandbox: %v", err)
+	}
+
+	if _, err := svc.StopSandbox(ctx, &sandboxapi.StopSandboxRequest{SandboxID: "pod1", TimeoutSecs: 5}); err != nil {
+		t.Fatalf("StopSandbox: %v", err)
+	}
+	w, err := svc.WaitSandbox(ctx, &sandboxapi.WaitSandboxRequest{SandboxID: "pod1"})
+	if err != nil || w.ExitedAt == nil {
+		t.Errorf("WaitSandbox: got %v %v", w, err)
+	}
+	st, err = svc.SandboxStatus(ctx, &sandboxapi.SandboxStatusRequest{SandboxID: "pod1"})
+	if err != nil || st.State != "SANDBOX_NOTREADY" || st.ExitedAt == nil {
+		t.Errorf("SandboxStatus after stop: got %v %v", st, err)
+	}
+	for range 2 {
+		if _, err := svc.ShutdownSandbox(ctx, &sandboxapi.ShutdownSandboxRequest{SandboxID: "pod1"}); err != nil {
+			t.Errorf("ShutdownSandbox: %v", err)
+		}
+	}
+}
+
+func TestUpdatedResources(t *testing.T) {
+	res, err := anypb.New(&anypb.Any{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As typeurl stores CRI's UpdatedResources: JSON of the Go struct.
+	res.TypeUrl = "github.com/containerd/containerd/v2/internal/cri/server/podsandbox.UpdatedResources"
+	res.Value, _ = json.Marshal(map[string]any{"Resources": &cri.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 512, MemoryLimitInBytes: 1 << 30}})
+	sb, err := proto.Marshal(&types.Sandbox{SandboxID: "p", Extensions: map[string]*anypb.Any{"other": {TypeUrl: "x"}, updatedResourcesKey: res}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := updatedResources(string(sb))
+	want := sandbox.PodResources{CPUPeriod: 100000, CPUQuota: 50000, CPUShares: 512, MemoryLimit: 1 << 30}
+	if err != nil || !ok || got != want {
+		t.Errorf("updatedResources: got %+v %v %v, want %+v", got, ok, err, want)
+	}
+	if _, ok, err := updatedResources(""); ok || err != nil {
+		t.Errorf("updatedResources of no sandbox: got %v %v, want nothing", ok, err)
+	}
+}
