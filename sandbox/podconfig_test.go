@@ -1,0 +1,148 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/errdefs"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestParsePodConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		in   *cri.PodSandboxConfig
+		want *PodConfig
+	}{
+		{"empty", &cri.PodSandboxConfig{}, &PodConfig{}},
+		{"full", &cri.PodSandboxConfig{
+			Metadata:     &cri.PodSandboxMetadata{Name: "n", Uid: "u", Namespace: "ns", Attempt: 3},
+			Hostname:     "h",
+			LogDirectory: "/var/log/pods/x",
+			DnsConfig:    &cri.DNSConfig{Servers: []string{"a", "b"}, Searches: []string{"s"}, Options: []string{"ndots:2", "edns0"}},
+			PortMappings: []*cri.PortMapping{{ContainerPort: 80}},
+			Labels:       map[string]string{"l": "v"},
+			Annotations:  map[string]string{"x": "y"},
+			Linux: &cri.LinuxPodSandboxConfig{
+				CgroupParent: "/kubepods/podu",
+				SecurityContext: &cri.LinuxSandboxSecurityContext{
+					NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE, Pid: cri.NamespaceMode_CONTAINER, Ipc: cri.NamespaceMode_NODE},
+					Privileged:       true,
+				},
+				Sysctls:   map[string]string{"net.ipv4.ip_forward": "1", "kernel.shmmax": "1000"},
+				Resources: &cri.LinuxContainerResources{MemoryLimitInBytes: 5},
+			},
+		}, &PodConfig{
+			Name: "n", UID: "u", Namespace: "ns", Hostname: "h",
+			DNS:          &DNSConfig{Servers: []string{"a", "b"}, Searches: []string{"s"}, Options: []string{"ndots:2", "edns0"}},
+			CgroupParent: "/kubepods/podu",
+			Sysctls:      map[string]string{"net.ipv4.ip_forward": "1", "kernel.shmmax": "1000"},
+			NetworkMode:  NamespaceNode, PidMode: NamespaceContainer, IpcMode: NamespaceNode,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParsePodConfig(podConfig(t, tt.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+	if _, err := ParsePodConfig([]byte{0x12, 0x05, 'a'}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("truncated config: got %v, want InvalidArgument", err)
+	}
+}
+
+func TestCgroupPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                                "",
+		"/kubepods/burstable/podu":        "/kubepods/burstable/podu",
+		"kubepods/podu":                   "/kubepods/podu",
+		"kubepods-burstable-podu.slice":   "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podu.slice",
+		"kubepods.slice":                  "/kubepods.slice",
+		"bad--name.slice":                 "/bad--name.slice",
+		"/kubepods.slice/x.slice":         "/kubepods.slice/x.slice",
+		"kubepods-besteffort-pod_a.slice": "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod_a.slice",
+	} {
+		if got := cgroupPath(in); got != want {
+			t.Errorf("cgroupPath(%q): got %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestPodCgroup runs a pod under a cgroup parent of its own on this
+// host's hierarchies (v1 here, v2 in the guest): the holder is placed,
+// metrics read, resources written, the cgroup removed on shutdown.
+func TestPodCgroup(t *testing.T) {
+	h := newPodHarness(t)
+	ctx := context.Background()
+	parent := fmt.Sprintf("/sbx-unit-%d", os.Getpid())
+	cfg := podConfig(t, &cri.PodSandboxConfig{Linux: &cri.LinuxPodSandboxConfig{CgroupParent: parent}})
+	t.Cleanup(func() { _ = removePodCgroup(parent) })
+	if err := h.m.CreateSandbox(ctx, CreateSandboxRequest{ID: "pod1", Bundle: h.bundle, Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.m.StartSandbox(ctx, "pod1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", st.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if strings.Contains(line, ":name=") && !strings.Contains(line, "systemd") {
+			continue
+		}
+		if !strings.HasSuffix(line, ":"+parent) {
+			t.Errorf("holder cgroup line %q: want it under %s", line, parent)
+		}
+	}
+	m, err := h.m.SandboxMetrics(ctx, "pod1")
+	if err != nil {
+		t.Fatalf("SandboxMetrics: %v", err)
+	}
+	switch s := m.(type) {
+	case *cgroup1stats.Metrics:
+		if s.GetPids().GetCurrent() == 0 {
+			t.Errorf("v1 metrics: pids.current 0 with the holder in: %v", s)
+		}
+	case *cgroup2stats.Metrics:
+		if s.GetPids().GetCurrent() == 0 {
+			t.Errorf("v2 metrics: pids.current 0 with the holder in: %v", s)
+		}
+	default:
+		t.Errorf("SandboxMetrics: got %T", m)
+	}
+	if err := h.m.UpdateSandbox(ctx, "pod1", PodResources{MemoryLimit: 256 << 20, CPUShares: 512}); err != nil {
+		t.Fatalf("UpdateSandbox: %v", err)
+	}
+	paths := podCgroupPaths("/sys/fs/cgroup", parent)
+	if dir := paths["memory"]; dir != "" {
+		if b, _ := os.ReadFile(filepath.Join(dir, "memory.limit_in_bytes")); strings.TrimSpace(string(b)) != fmt.Sprint(256<<20) {
+			t.Errorf("memory.limit_in_bytes: got %q", b)
+		}
+	} else if dir := paths[""]; dir != "" {
+		if b, _ := os.ReadFile(filepath.Join(dir, "memory.max")); strings.TrimSpace(string(b)) != fmt.Sprint(256<<20) {
+			t.Errorf("memory.max: got %q", b)
+		}
+	}
+	if err := h.m.ShutdownSandbox(ctx, "pod1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range podCgroupPaths("/sys/fs/cgroup", parent) {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("pod cgroup %s left after ShutdownSandbox: %v", dir, err)
+		}
+	}
+}
