@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -238,14 +239,9 @@ func (m *Manager) StartSandbox(ctx context.Context, id string) (PodStatus, error
 	if m.reaper == nil {
 		return PodStatus{}, fmt.Errorf("start sandbox %q: no reaper to start the holder with: %w", id, errdefs.ErrNotImplemented)
 	}
-	hs := holderSpec{
-		NetNS:    p.netns,
-		Hostname: p.hostname(),
-		Sysctls:  p.cfg.Sysctls,
-		PidNS:    p.cfg.PidMode != NamespaceNode,
-	}
-	if p.cfg.NetworkMode == NamespaceNode {
-		hs.NetNS = ""
+	hs, err := p.holderSpec()
+	if err != nil {
+		return PodStatus{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
 	cmd, exitCh, err := startHolder(m.reaper, m.holderExe, hs, p.cfg.IpcMode == NamespaceNode, p.cfg.NetworkMode == NamespaceNode)
 	if err != nil {
@@ -395,4 +391,39 @@ func (m *Manager) addPodMounts(bundle string, sp *spec) error {
 		return nil
 	}
 	return injectPodMounts(bundle, p.files.mounts(p.cfg.IpcMode != NamespaceNode))
+}
+
+// holderSpec is what the holder sets up. A host-network pod shares the
+// host's network and UTS namespaces (as CRI's pause path has it), so its
+// holder joins no netns and sets no hostname: that would rename the host.
+func (p *Pod) holderSpec() (holderSpec, error) {
+	hostNet := p.cfg.NetworkMode == NamespaceNode
+	hs := holderSpec{Sysctls: p.cfg.Sysctls, PidNS: p.cfg.PidMode != NamespaceNode}
+	if !hostNet {
+		hs.NetNS = p.netns
+		hs.Hostname = p.hostname()
+	}
+	for k := range p.cfg.Sysctls {
+		if err := checkSysctl(k, hostNet, p.cfg.IpcMode == NamespaceNode); err != nil {
+			return hs, err
+		}
+	}
+	return hs, nil
+}
+
+// checkSysctl admits only the sysctls of namespaces the pod owns, as
+// runc does for a container: the holder writes them in /proc/sys of the
+// host's mount namespace, where any other would change the host.
+func checkSysctl(key string, hostNet, hostIPC bool) error {
+	k := strings.ReplaceAll(key, "/", ".")
+	ipc := k == "kernel.sem" || strings.HasPrefix(k, "kernel.msg") || strings.HasPrefix(k, "kernel.shm") || strings.HasPrefix(k, "fs.mqueue.")
+	switch {
+	case ipc && !hostIPC:
+		return nil
+	case strings.HasPrefix(k, "net.") && !hostNet:
+		return nil
+	case (k == "kernel.hostname" || k == "kernel.domainname") && !hostNet:
+		return nil
+	}
+	return fmt.Errorf("sysctl %q is not in a namespace the pod owns: %w", key, errdefs.ErrInvalidArgument)
 }

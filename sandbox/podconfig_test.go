@@ -12,6 +12,7 @@ import (
 	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -143,6 +144,63 @@ func TestPodCgroup(t *testing.T) {
 	for _, dir := range podCgroupPaths("/sys/fs/cgroup", parent) {
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Errorf("pod cgroup %s left after ShutdownSandbox: %v", dir, err)
+		}
+	}
+}
+
+func TestCheckSysctl(t *testing.T) {
+	tests := []struct {
+		key              string
+		hostNet, hostIPC bool
+		ok               bool
+	}{
+		{"kernel.shmmni", false, false, true},
+		{"kernel.shmmni", false, true, false},
+		{"fs.mqueue.msg_max", false, false, true},
+		{"kernel.sem", false, false, true},
+		{"net.ipv4.ip_forward", false, false, true},
+		{"net/ipv4/ip_forward", false, false, true},
+		{"net.ipv4.ip_forward", true, false, false},
+		{"vm.swappiness", false, false, false},
+		{"kernel.pid_max", false, false, false},
+		{"kernel.domainname", true, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s/hostNet=%v/hostIPC=%v", tt.key, tt.hostNet, tt.hostIPC), func(t *testing.T) {
+			err := checkSysctl(tt.key, tt.hostNet, tt.hostIPC)
+			if (err == nil) != tt.ok {
+				t.Errorf("got %v, want ok=%v", err, tt.ok)
+			}
+			if err != nil && !errdefs.IsInvalidArgument(err) {
+				t.Errorf("got %v, want InvalidArgument", err)
+			}
+		})
+	}
+}
+
+// TestHostNetworkPodKeepsHostname: a host-network pod's holder shares the
+// host's UTS namespace and must not rename the host.
+func TestHostNetworkPodKeepsHostname(t *testing.T) {
+	h := newPodHarness(t)
+	ctx := context.Background()
+	before, _ := os.Hostname()
+	cfg := podConfig(t, &cri.PodSandboxConfig{Hostname: "not-the-host", Linux: &cri.LinuxPodSandboxConfig{
+		SecurityContext: &cri.LinuxSandboxSecurityContext{NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}},
+	}})
+	if err := h.m.CreateSandbox(ctx, CreateSandboxRequest{ID: "pod1", Bundle: h.bundle, Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.m.StartSandbox(ctx, "pod1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.Hostname(); after != before {
+		_ = unix.Sethostname([]byte(before))
+		t.Fatalf("host renamed from %q to %q", before, after)
+	}
+	for _, ns := range []string{"uts", "net"} {
+		if nsIno(t, fmt.Sprintf("/proc/%d/ns/%s", st.Pid, ns)) != nsIno(t, "/proc/self/ns/"+ns) {
+			t.Errorf("host-network holder has its own %s namespace", ns)
 		}
 	}
 }
