@@ -427,3 +427,12 @@ func checkSysctl(key string, hostNet, hostIPC bool) error {
 	}
 	return fmt.Errorf("sysctl %q is not in a namespace the pod owns: %w", key, errdefs.ErrInvalidArgument)
 }
+
+// PodReleased reports whether the shim held a pod that ShutdownSandbox
+// released.
+func (m *Manager) PodReleased() bool {
+	m.mu.Lock()
+	p := m.pod
+	m.mu.Unlock()
+	return p != nil && p.released()
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"time"
 
 	"github.com/containerd/fifo"
@@ -80,7 +81,8 @@ func runDaemon(ctx context.Context, f flags) error {
 		return err
 	}
 
-	server, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()))
+	conns := newConnTracker(ttrpc.UnixSocketRequireSameUser())
+	server, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(conns))
 	if err != nil {
 		return err
 	}
@@ -117,6 +119,16 @@ loop:
 		}
 	}
 	stopWait()
+	if serveFailed == nil && m.PodReleased() {
+		// ShutdownSandbox decided the exit from inside its handler, whose
+		// answer may not be sent yet: ttrpc's Shutdown can close a
+		// connection whose handler has returned but whose response is
+		// still queued, and containerd's controller fails
+		// RemovePodSandbox on that ErrClosed (unlike a task Shutdown's).
+		// containerd closes its connection right after the answer
+		// (ShimManager.Delete), so wait for that, bounded.
+		conns.waitIdle(ctx, shutdownTimeout)
+	}
 	if serveFailed != nil {
 		<-exitDecided
 		// Refuse claims and creates, and let the pod's next `start`
@@ -175,4 +187,76 @@ func openLog(ctx context.Context) {
 	// The dup on fd 2 is what is used from here on.
 	f.Close()
 	log.L.Logger.SetOutput(os.Stderr)
+}
+
+// connTracker is the server's handshaker: it counts the connections the
+// inner handshaker accepted that are still open, so that the shim can
+// wait for containerd to hang up before it stops serving. (A wrapping
+// listener would not do: the same-user handshake needs the *net.UnixConn.)
+type connTracker struct {
+	inner ttrpc.Handshaker
+	mu    sync.Mutex
+	// open counts accepted connections not yet closed; zero is signalled
+	// by closing idle, which is replaced when a connection opens. Both
+	// guarded by mu.
+	open int
+	idle chan struct{}
+}
+
+func newConnTracker(inner ttrpc.Handshaker) *connTracker {
+	idle := make(chan struct{})
+	close(idle)
+	return &connTracker{inner: inner, idle: idle}
+}
+
+// Handshake runs the inner handshake and tracks the connection it admits.
+func (t *connTracker) Handshake(ctx context.Context, conn net.Conn) (net.Conn, any, error) {
+	c, auth, err := t.inner.Handshake(ctx, conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	t.mu.Lock()
+	if t.open == 0 {
+		t.idle = make(chan struct{})
+	}
+	t.open++
+	t.mu.Unlock()
+	return &trackedConn{Conn: c, t: t}, auth, nil
+}
+
+func (t *connTracker) closed() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.open--
+	if t.open == 0 {
+		close(t.idle)
+	}
+}
+
+// waitIdle returns once no accepted connection is open, or after d.
+func (t *connTracker) waitIdle(ctx context.Context, d time.Duration) {
+	t.mu.Lock()
+	idle := t.idle
+	t.mu.Unlock()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-idle:
+	case <-timer.C:
+		log.G(ctx).Warn("exiting with a client still connected")
+	case <-ctx.Done():
+	}
+}
+
+// trackedConn tells its tracker when it is first closed.
+type trackedConn struct {
+	net.Conn
+	t    *connTracker
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.t.closed)
+	return err
 }
