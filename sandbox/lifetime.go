@@ -41,7 +41,8 @@ const ClaimTTL = 30 * time.Second
 //
 // So a `start` either reaches the shim before the decision, and its claim
 // holds the shim, or after it, and finds no socket and starts a new shim.
-// The in-process lock order is lifetime.mu, then Manager.mu.
+// The in-process lock order is lifetime.mu, then Manager.mu, then the
+// pod's (Pod.mu).
 type lifetime struct {
 	ttl   time.Duration
 	now   func() time.Time

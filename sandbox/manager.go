@@ -2,6 +2,15 @@
 // routes exits from the reaper to them, decides the order of their events
 // and when the shim may exit. It also holds the shim binary's start and
 // delete logic (start.go, cleanup.go).
+//
+// With containerd's Sandbox API (CRI `sandboxer = "shim"`) the Manager
+// also holds the pod itself, with no pause container: pod.go (the calls
+// and states), holder.go (the process holding the pod's namespaces, this
+// binary re-executed), podfiles.go (hostname, hosts, resolv.conf and
+// /dev/shm, and why they reach containers through their specs),
+// podcgroup.go (the pod cgroup), podrecord.go (the record `delete` tears
+// the pod down from), podconfig.go (the CRI PodSandboxConfig, decoded
+// without cri-api's gRPC-bearing package).
 package sandbox
 
 import (
@@ -69,7 +78,7 @@ type Manager struct {
 	mu sync.Mutex
 	// containers maps id to container, including ones still being
 	// created (init nil). Guarded by mu. Lock order: mu, then the exit
-	// router's, then a process's.
+	// router's, then a process's; mu, then the pod's.
 	containers map[string]*container
 	// pod is the pod containerd handed this shim through the Sandbox API
 	// (pod.go), nil when it uses a pause container. Set by

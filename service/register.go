@@ -1,6 +1,9 @@
 // Package service adapts the ttrpc APIs containerd speaks to the sandbox
-// Manager: it validates and converts requests, calls the Manager and turns
-// errdefs errors into gRPC status. It is the only package that does that
+// Manager: the task API (v2 and v3), containerd's Sandbox API
+// (sandbox_api.go, whose messages are read and written on the wire,
+// sandbox_wire.go says why) and the shim's own lifetime service. It
+// validates and converts requests, calls the Manager and turns errdefs
+// errors into gRPC status. It is the only package that does that
 // conversion, in one place (method).
 package service
 

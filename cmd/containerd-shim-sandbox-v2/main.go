@@ -3,6 +3,8 @@
 // with `start` (find or start the pod's shim, print its address), with
 // `delete` (clean up after a dead shim), with -info, and the start action
 // runs it once more, without an action, as the long-lived shim daemon.
+// The daemon runs it again as a pod's holder (argv[1] sandbox.HolderArg)
+// when containerd hands it a whole pod through the Sandbox API.
 package main
 
 import (
