@@ -431,3 +431,51 @@ func TestPodMountsInjected(t *testing.T) {
 		t.Error("another pod's container got this pod's mounts")
 	}
 }
+
+// TestPodHolderReapsOrphans: the holder is PID 1 of the pod's PID
+// namespace, where orphans are reparented (the shim, a subreaper, is
+// outside it); it reaps them as pause does, so none stays a zombie.
+func TestPodHolderReapsOrphans(t *testing.T) {
+	h := newPodHarness(t)
+	ctx := context.Background()
+	if err := h.m.CreateSandbox(ctx, CreateSandboxRequest{ID: "pod1", Bundle: h.bundle}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.m.StartSandbox(ctx, "pod1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A shell in the pod's PID namespace starts an orphan-to-be and
+	// exits; the orphan lives a second.
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread's pid_for_children changes
+		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/pid", st.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWPID); err != nil {
+			errc <- err
+			return
+		}
+		errc <- exec.Command("sh", "-c", "sleep 1 >/dev/null 2>&1 &").Run()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	children := func() string {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", st.Pid, st.Pid))
+		return strings.TrimSpace(string(b))
+	}
+	var orphan string
+	testutil.WaitFor(t, 5*time.Second, "the orphan reparented to the holder", func() bool {
+		orphan = children()
+		return orphan != ""
+	})
+	testutil.WaitFor(t, 10*time.Second, "the orphan reaped by the holder", func() bool {
+		_, err := os.Stat("/proc/" + orphan)
+		return children() == "" && os.IsNotExist(err)
+	})
+}
