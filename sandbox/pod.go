@@ -36,6 +36,9 @@ type PodState int
 const (
 	// PodCreated: CreateSandbox ran; no holder yet.
 	PodCreated PodState = iota
+	// PodStarting: StartSandbox is starting the holder (the pod's lock is
+	// not held across the fork and the holder's setup).
+	PodStarting
 	// PodReady: the holder runs.
 	PodReady
 	// PodStopped: the holder exited, or the pod was stopped before it
@@ -49,6 +52,8 @@ func (s PodState) String() string {
 	switch s {
 	case PodCreated:
 		return "created"
+	case PodStarting:
+		return "starting"
 	case PodReady:
 		return "ready"
 	case PodStopped:
@@ -61,7 +66,9 @@ func (s PodState) String() string {
 
 // podMoves are the allowed state moves.
 var podMoves = map[[2]PodState]bool{
-	{PodCreated, PodReady}:    true,
+	{PodCreated, PodStarting}: true,
+	{PodStarting, PodReady}:   true,
+	{PodStarting, PodCreated}: true,
 	{PodCreated, PodStopped}:  true,
 	{PodReady, PodStopped}:    true,
 	{PodCreated, PodShutdown}: true,
@@ -228,36 +235,40 @@ func (m *Manager) StartSandbox(ctx context.Context, id string) (PodStatus, error
 	if err != nil {
 		return PodStatus{}, err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.state == PodReady {
-		return p.statusLocked(), nil
-	}
-	if p.state != PodCreated {
-		return PodStatus{}, fmt.Errorf("start sandbox %q: pod is %s: %w", id, p.state, errdefs.ErrFailedPrecondition)
-	}
 	if m.reaper == nil {
 		return PodStatus{}, fmt.Errorf("start sandbox %q: no reaper to start the holder with: %w", id, errdefs.ErrNotImplemented)
 	}
+	p.mu.Lock()
+	if p.state == PodReady {
+		defer p.mu.Unlock()
+		return p.statusLocked(), nil
+	}
 	hs, err := p.holderSpec()
+	if err == nil {
+		err = p.transitionLocked("start", PodStarting)
+	}
+	p.mu.Unlock()
 	if err != nil {
 		return PodStatus{}, fmt.Errorf("start sandbox %q: %w", id, err)
 	}
 	cmd, exitCh, err := startHolder(m.reaper, m.holderExe, hs, p.cfg.IpcMode == NamespaceNode, p.cfg.NetworkMode == NamespaceNode)
-	if err != nil {
-		return PodStatus{}, fmt.Errorf("start sandbox %q: %w", id, err)
-	}
-	pid := cmd.Process.Pid
-	if p.cgroup != "" {
-		if err := placeInPodCgroup(p.cgroup, pid); err != nil {
+	if err == nil && p.cgroup != "" {
+		if err = placeInPodCgroup(p.cgroup, cmd.Process.Pid); err != nil {
 			_ = cmd.Process.Kill()
 			<-exitCh
 			_ = cmd.Process.Release()
-			return PodStatus{}, fmt.Errorf("start sandbox %q: %w", id, err)
 		}
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		if terr := p.transitionLocked("start", PodCreated); terr != nil {
+			return PodStatus{}, terr
+		}
+		return PodStatus{}, fmt.Errorf("start sandbox %q: %w", id, err)
+	}
 	p.holder = cmd
-	p.pid = pid
+	p.pid = cmd.Process.Pid
 	if err := p.transitionLocked("start", PodReady); err != nil {
 		return PodStatus{}, err
 	}

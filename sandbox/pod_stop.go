@@ -90,6 +90,9 @@ func (m *Manager) stopHolder(ctx context.Context, p *Pod, timeout time.Duration)
 		p.mu.Unlock()
 		return err
 	case PodReady:
+	case PodStarting:
+		p.mu.Unlock()
+		return fmt.Errorf("stop sandbox %q: pod is starting: %w", p.id, errdefs.ErrFailedPrecondition)
 	default:
 		p.mu.Unlock()
 		return nil

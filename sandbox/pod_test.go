@@ -479,3 +479,59 @@ func TestPodHolderReapsOrphans(t *testing.T) {
 		return children() == "" && os.IsNotExist(err)
 	})
 }
+
+// TestPodStateTable walks StartSandbox and StopSandbox over the pod's
+// states (a ready pod's are in TestPodLifecycle).
+func TestPodStateTable(t *testing.T) {
+	type outcome int
+	const (
+		ok outcome = iota
+		failedPrecondition
+	)
+	tests := []struct {
+		state       PodState
+		start, stop outcome
+	}{
+		{PodCreated, ok, ok},
+		{PodStarting, failedPrecondition, failedPrecondition},
+		{PodStopped, failedPrecondition, ok},
+		{PodShutdown, failedPrecondition, ok},
+	}
+	check := func(t *testing.T, op string, err error, want outcome) {
+		t.Helper()
+		switch {
+		case want == ok && err != nil:
+			t.Errorf("%s: got %v, want success", op, err)
+		case want == failedPrecondition && !errdefs.IsFailedPrecondition(err):
+			t.Errorf("%s: got %v, want FailedPrecondition", op, err)
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.state.String(), func(t *testing.T) {
+			ctx := context.Background()
+			for _, op := range []string{"start", "stop"} {
+				h := newPodHarness(t)
+				if err := h.m.CreateSandbox(ctx, CreateSandboxRequest{ID: "pod1", Bundle: h.bundle}); err != nil {
+					t.Fatal(err)
+				}
+				p, _ := h.m.lookupPod("pod1", "test")
+				p.mu.Lock()
+				p.state = tt.state
+				p.mu.Unlock()
+				if op == "start" {
+					_, err := h.m.StartSandbox(ctx, "pod1")
+					check(t, op, err, tt.start)
+				} else {
+					check(t, op, h.m.StopSandbox(ctx, "pod1", time.Second), tt.stop)
+				}
+				p.mu.Lock()
+				if p.state == PodStarting || p.state == PodShutdown {
+					// Forced states: the harness's shutdown then releases
+					// what CreateSandbox made.
+					p.state = PodCreated
+				}
+				p.mu.Unlock()
+			}
+		})
+	}
+}
