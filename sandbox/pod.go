@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -226,6 +227,12 @@ type PodStatus struct {
 	NetNS      string
 	Config     *PodConfig
 	Containers []string
+	// Spec describes the running pod as an OCI spec (its namespaces, by
+	// the holder's /proc paths, hostname, cgroup and sysctls), for
+	// StartSandbox's answer: containerd 2.3+ stores it as the sandbox's
+	// spec, which NRI reads the pod's namespaces and resources from. Nil
+	// until the pod is ready.
+	Spec *specs.Spec
 }
 
 // StartSandbox starts the pod's holder and returns its pid and the pod's
@@ -315,7 +322,7 @@ func (m *Manager) holderExited(p *Pod, cmd *exec.Cmd, ch chan runc.Exit) {
 }
 
 func (p *Pod) statusLocked() PodStatus {
-	return PodStatus{
+	st := PodStatus{
 		State:      p.state,
 		Pid:        p.pid,
 		CreatedAt:  p.createdAt,
@@ -324,6 +331,38 @@ func (p *Pod) statusLocked() PodStatus {
 		Cgroup:     p.cgroup,
 		NetNS:      p.netns,
 		Config:     p.cfg,
+	}
+	if p.state == PodReady {
+		st.Spec = p.specLocked()
+	}
+	return st
+}
+
+// specLocked is the pod as an OCI spec; p.mu must be held.
+func (p *Pod) specLocked() *specs.Spec {
+	ns := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
+	for _, n := range []struct {
+		typ  specs.LinuxNamespaceType
+		name string
+		own  bool
+	}{
+		{specs.NetworkNamespace, "net", true},
+		{specs.IPCNamespace, "ipc", p.cfg.IpcMode != NamespaceNode},
+		{specs.UTSNamespace, "uts", p.cfg.NetworkMode != NamespaceNode},
+		{specs.PIDNamespace, "pid", p.cfg.PidMode != NamespaceNode},
+	} {
+		if n.own {
+			ns = append(ns, specs.LinuxNamespace{Type: n.typ, Path: fmt.Sprintf("/proc/%d/ns/%s", p.pid, n.name)})
+		}
+	}
+	return &specs.Spec{
+		Version:  specs.Version,
+		Hostname: p.hostname(),
+		Linux: &specs.Linux{
+			Namespaces:  ns,
+			CgroupsPath: p.cfg.CgroupParent,
+			Sysctl:      p.cfg.Sysctls,
+		},
 	}
 }
 

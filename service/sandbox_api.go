@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -91,8 +92,9 @@ func (s *Sandbox) CreateSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb
 	return &emptypb.Empty{}, nil
 }
 
-// StartSandbox: StartSandboxResponse pid 1, created_at 2 (spec 3 is not
-// sent: the pod has no OCI spec of its own).
+// StartSandbox: StartSandboxResponse pid 1, created_at 2, spec 3 (an Any
+// holding the pod as an OCI spec, JSON under the type URL containerd's
+// client registers for specs.Spec).
 func (s *Sandbox) StartSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb.Empty, error) {
 	_, id, err := sandboxID(r, "start sandbox")
 	if err != nil {
@@ -107,8 +109,21 @@ func (s *Sandbox) StartSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb.
 	if err := out.time(2, st.CreatedAt); err != nil {
 		return nil, err
 	}
+	if st.Spec != nil {
+		data, err := json.Marshal(st.Spec)
+		if err != nil {
+			return nil, err
+		}
+		if err := out.msg(3, &anypb.Any{TypeUrl: specTypeURL, Value: data}); err != nil {
+			return nil, err
+		}
+	}
 	return out.empty(), nil
 }
+
+// specTypeURL is how containerd names an OCI spec in an Any (client.go's
+// typeurl.Register of specs.Spec: prefix types.containerd.io, major 1).
+const specTypeURL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 
 // Platform: PlatformResponse platform 1, a containerd.types.Platform (os
 // 1, architecture 2). Called before every container: no work.

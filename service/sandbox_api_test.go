@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -116,6 +119,14 @@ func TestSandboxAPI(t *testing.T) {
 	}
 	if start.Pid == 0 || start.CreatedAt == nil || time.Since(start.CreatedAt.AsTime()) > time.Minute {
 		t.Errorf("StartSandbox: got pid %d created_at %v", start.Pid, start.CreatedAt)
+	}
+	if start.GetSpec().GetTypeUrl() != specTypeURL {
+		t.Errorf("StartSandbox spec type: got %q, want %q", start.GetSpec().GetTypeUrl(), specTypeURL)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(start.GetSpec().GetValue(), &spec); err != nil || spec.Hostname != "h1" || spec.Linux == nil ||
+		!slices.Contains(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: fmt.Sprintf("/proc/%d/ns/net", start.Pid)}) {
+		t.Errorf("StartSandbox spec: got %s (%v)", start.GetSpec().GetValue(), err)
 	}
 	if b, _ := os.ReadFile(bundle + "/pod/resolv.conf"); string(b) != "nameserver 1.1.1.1\n" {
 		t.Errorf("resolv.conf from the options: got %q", b)
