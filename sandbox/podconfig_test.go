@@ -204,3 +204,65 @@ func TestHostNetworkPodKeepsHostname(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyPodResources writes pod-level resources into fake v2 and v1
+// layouts (files the kernel would have; the real v1 host is in
+// TestPodCgroup, the v2 guest in the CRI lanes).
+func TestApplyPodResources(t *testing.T) {
+	r := PodResources{CPUPeriod: 100000, CPUQuota: 50000, CPUShares: 1024, MemoryLimit: 1 << 30}
+	t.Run("v2", func(t *testing.T) {
+		root := t.TempDir()
+		dir := filepath.Join(root, "kubepods", "pod1")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("cpu memory"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := applyPodResources(root, "/kubepods/pod1", r); err != nil {
+			t.Fatal(err)
+		}
+		for file, want := range map[string]string{"cpu.max": "50000 100000", "cpu.weight": "39", "memory.max": "1073741824"} {
+			if got, _ := os.ReadFile(filepath.Join(dir, file)); string(got) != want {
+				t.Errorf("%s: got %q, want %q", file, got, want)
+			}
+		}
+		if got := podCgroupPaths(root, "/kubepods/pod1"); !reflect.DeepEqual(got, map[string]string{"": dir}) {
+			t.Errorf("podCgroupPaths: got %v", got)
+		}
+	})
+	t.Run("v1", func(t *testing.T) {
+		root := t.TempDir()
+		for _, h := range []string{"cpu,cpuacct", "memory", "pids"} {
+			if err := os.MkdirAll(filepath.Join(root, h, "kubepods", "pod1"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Symlink("cpu,cpuacct", filepath.Join(root, "cpu")); err != nil {
+			t.Fatal(err)
+		}
+		if err := applyPodResources(root, "/kubepods/pod1", r); err != nil {
+			t.Fatal(err)
+		}
+		for file, want := range map[string]string{
+			"cpu,cpuacct/kubepods/pod1/cpu.cfs_period_us": "100000",
+			"cpu,cpuacct/kubepods/pod1/cpu.cfs_quota_us":  "50000",
+			"cpu,cpuacct/kubepods/pod1/cpu.shares":        "1024",
+			"memory/kubepods/pod1/memory.limit_in_bytes":  "1073741824",
+		} {
+			if got, _ := os.ReadFile(filepath.Join(root, file)); string(got) != want {
+				t.Errorf("%s: got %q, want %q", file, got, want)
+			}
+		}
+		paths := podCgroupPaths(root, "/kubepods/pod1")
+		want := map[string]string{
+			"cpu":     filepath.Join(root, "cpu,cpuacct/kubepods/pod1"),
+			"cpuacct": filepath.Join(root, "cpu,cpuacct/kubepods/pod1"),
+			"memory":  filepath.Join(root, "memory/kubepods/pod1"),
+			"pids":    filepath.Join(root, "pids/kubepods/pod1"),
+		}
+		if !reflect.DeepEqual(paths, want) {
+			t.Errorf("podCgroupPaths: got %v, want %v", paths, want)
+		}
+	})
+}
