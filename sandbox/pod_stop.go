@@ -128,9 +128,19 @@ func (m *Manager) stopHolder(ctx context.Context, p *Pod, timeout time.Duration)
 // are deleted, the pod's files, shm mount, cgroup and record are removed.
 // Then, with no container left, the shim exits by itself (containerd
 // closes its connection and removes the bundle right after). Idempotent.
+//
+// Without a pod (containerd's cleanup after a CreateSandbox that failed
+// before the pod was made) it answers NotFound and still lets the shim go:
+// the claim `start` took is spent, and nothing else would end the shim.
 func (m *Manager) ShutdownSandbox(ctx context.Context, id string) error {
 	p, err := m.lookupPod(id, "shutdown")
 	if err != nil {
+		m.mu.Lock()
+		none := m.pod == nil
+		m.mu.Unlock()
+		if none {
+			m.Shutdown(ctx)
+		}
 		return err
 	}
 	p.mu.Lock()

@@ -535,3 +535,32 @@ func TestPodStateTable(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownAfterFailedCreate: containerd answers a failed
+// CreateSandbox with ShutdownSandbox; with no pod made, the shim must
+// still be free to go.
+func TestShutdownAfterFailedCreate(t *testing.T) {
+	h := newPodHarness(t)
+	ctx := context.Background()
+	if err := h.m.Claim(ctx, "pod1"); err != nil {
+		t.Fatal(err)
+	}
+	err := h.m.CreateSandbox(ctx, CreateSandboxRequest{ID: "pod1", Bundle: h.bundle, Config: []byte{0x12, 0x05, 'a'}})
+	if !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("CreateSandbox with a broken config: got %v, want InvalidArgument", err)
+	}
+	// The claim stays until CreateSandbox gets past validation, as a
+	// task Create's does; drop it as ClaimTTL would.
+	h.m.life.mu.Lock()
+	delete(h.m.life.claims, "pod1")
+	h.m.life.mu.Unlock()
+	if err := h.m.ShutdownSandbox(ctx, "pod1"); !errdefs.IsNotFound(err) {
+		t.Errorf("ShutdownSandbox without a pod: got %v, want NotFound", err)
+	}
+	h.m.life.mu.Lock()
+	may := h.m.mayExitLocked()
+	h.m.life.mu.Unlock()
+	if !may {
+		t.Error("shim may not exit after ShutdownSandbox of a pod never made")
+	}
+}
