@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -112,6 +113,9 @@ func (e *criEnv) runPod(name string, opts ...podOption) *criPod {
 	e.t.Helper()
 	p, err := e.runPodWith(e.handler, e.podConfig(name, opts...))
 	if err != nil {
+		if e.handler != "" && e.handler == e.d.sandboxerHandler {
+			criNotImplemented(e.t, errors.Unwrap(err), "RunPodSandbox with the shim sandboxer (the sandbox API)")
+		}
 		e.t.Fatal(err)
 	}
 	return p
