@@ -806,9 +806,10 @@ func readFile(t *testing.T, path string) []byte {
 // it gone and cleans up (the shim's `delete` for the pod's bundles):
 // the holder and the app die (the test binary, their subreaper, reaps
 // them), CRI reports the pod NotReady and the app exited, containerd's
-// log shows the dead shim cleaned up without a failed delete, and
-// StopPodSandbox and RemovePodSandbox then leave nothing (leftovers: no
-// process, mount, cgroup, bundle, socket or record).
+// log shows the dead shim cleaned up without a failed delete, the shim's
+// socket is gone (its delete removed it), and StopPodSandbox and
+// RemovePodSandbox then leave nothing (leftovers: no process, mount,
+// cgroup, bundle or record).
 func TestCRISandboxerShimKilled(t *testing.T) {
 	e := newSandboxerEnv(t)
 	p := e.runPod("shimkilled")
@@ -837,6 +838,13 @@ func TestCRISandboxerShimKilled(t *testing.T) {
 		if strings.Contains(log, bad) {
 			t.Errorf("containerd's log: %q", bad)
 		}
+	}
+	// containerd does not remove a dead shim's socket, nor does the runc
+	// shim's delete (TestCRIDropInSwitch): this shim's delete, which
+	// containerd ran for the pod's bundle, must, or the pod leaves it.
+	if _, err := os.Lstat(p.shimSocket); err == nil {
+		t.Errorf("the killed shim's socket %s is left after containerd ran its delete", p.shimSocket)
+		_ = os.Remove(p.shimSocket)
 	}
 	p.remove()
 }
