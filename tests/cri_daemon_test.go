@@ -209,6 +209,9 @@ func startCRIDaemon(v daemonVersion, name string, inst criInstall, busybox []byt
 	if cd.shimExe, err = installShims(v, inst, d.bin); err != nil {
 		return cd, err
 	}
+	if err := writeCNIStub(filepath.Join(dir, "cni")); err != nil {
+		return cd, err
+	}
 	hostsDir, err := writeNoRegistryHosts(filepath.Join(dir, "certs.d"))
 	if err != nil {
 		return cd, err

@@ -926,3 +926,112 @@ func TestCRISandboxerHostNetworkPanic(t *testing.T) {
 	}
 	t.Logf("containerd %s exited: %v", v.name, d.waitErr)
 }
+
+// podHostname is the hostname of withPodNetwork's pods.
+const podHostname = "shimtest-pod"
+
+// withPodNetwork gives the pod a network namespace of its own (with the
+// CNI stub's eth0, cri_cni_test.go) and, as the kubelet does for such a
+// pod, a hostname.
+func withPodNetwork(c *runtimeapi.PodSandboxConfig) {
+	c.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_POD
+	c.Hostname = podHostname
+}
+
+// TestCRIPodNetwork: a pod with a network namespace of its own (the CNI
+// stub's) and a hostname: CRI reports the stub's IP; both containers are
+// in the pod process's network, UTS and IPC namespaces, none of them the
+// host's; inside are the stub's interfaces and its address, and
+// `hostname` and /etc/hostname are
+// the pod's. With the shim sandboxer /etc/hosts also names it (the pause
+// path copies the host's /etc/hosts; the kubelet writes its own for such
+// pods). The same body runs with the shim sandboxer
+// (TestCRISandboxerPodNetwork).
+func TestCRIPodNetwork(t *testing.T) { testCRIPodNetwork(t, newCRIEnv(t)) }
+
+// testCRIPodNetwork is TestCRIPodNetwork on e: with or without a pause
+// container.
+func testCRIPodNetwork(t *testing.T, e *criEnv) {
+	p := e.runPod("podnet", withPodNetwork)
+	apps := []string{p.run("a", []string{"sleep", "1000"}), p.run("b", []string{"sleep", "1000"})}
+	if got := p.status().GetStatus().GetNetwork().GetIp(); got != cniStubIP {
+		t.Errorf("pod IP = %q, want the CNI stub's %s", got, cniStubIP)
+	}
+	pod, self := p.podPid(), os.Getpid()
+	for _, kind := range []string{"net", "uts", "ipc"} {
+		want := nsOf(t, pod, kind)
+		if want == nsOf(t, self, kind) {
+			t.Errorf("the pod process %d is in the host's %s namespace %s", pod, kind, want)
+		}
+		for _, id := range apps {
+			if got := nsOf(t, e.taskPid(id), kind); got != want {
+				t.Errorf("container %s: %s namespace %s, want the pod process %d's %s", id, kind, got, pod, want)
+			}
+		}
+	}
+	for _, id := range apps {
+		// busybox here has no ip applet: the interfaces and the
+		// kernel's local addresses.
+		if got := string(e.execSync(id, 10, "ls", "/sys/class/net")); got != "eth0\nlo\nstub-peer\n" {
+			t.Errorf("container %s: interfaces %q, want the stub's eth0, lo, stub-peer", id, got)
+		}
+		if got := string(e.execSync(id, 10, "cat", "/proc/net/fib_trie")); !strings.Contains(got, "|-- "+cniStubIP+"\n") {
+			t.Errorf("container %s: no address %s in /proc/net/fib_trie:\n%s", id, cniStubIP, got)
+		}
+		if got := string(e.execSync(id, 10, "hostname")); got != podHostname+"\n" {
+			t.Errorf("container %s: hostname %q, want %q", id, got, podHostname+"\n")
+		}
+		if got := string(e.execSync(id, 10, "cat", "/etc/hostname")); got != podHostname+"\n" {
+			t.Errorf("container %s: /etc/hostname %q, want %q", id, got, podHostname+"\n")
+		}
+		if hosts := string(e.execSync(id, 10, "cat", "/etc/hosts")); p.sandboxer && (!hostsNames(hosts, podHostname) || !hostsNames(hosts, "localhost")) {
+			t.Errorf("container %s: /etc/hosts names not both %q and localhost:\n%s", id, podHostname, hosts)
+		}
+	}
+	p.remove()
+}
+
+// TestCRISandboxerPodNetwork: TestCRIPodNetwork's body with the shim
+// sandboxer, on a CRI daemon of its own. On 2.2 too, whose panic is for
+// host-network pods only (a pod with a network namespace has a sandbox
+// spec, containerd#12983): there the pod runs and a container is
+// created, but StartContainer fails (sandboxer22StartError): 2.2's
+// client.WithTaskAPIEndpoint puts the pod's task API address into runc
+// options, which it cannot make of the runtimeoptions.v1.Options CRI
+// sends for a handler of another runtime_type with an options table
+// (2.4 keeps the address in TaskInfo). A table without options runs the
+// whole body on 2.2 (tried by hand).
+func TestCRISandboxerPodNetwork(t *testing.T) {
+	requireRoot(t)
+	v := defaultDaemonVersion(t)
+	switch {
+	case v.legacy():
+		t.Skip(sandboxerNoSandboxAPI)
+	case !isSandboxRuntime():
+		t.Skip(sandboxerRuncShim)
+	}
+	if m, _ := dropInMode(); m != noDropIn {
+		t.Skip(sandboxerDropIn)
+	}
+	if why := v.missing(); why != "" {
+		t.Skip(why)
+	}
+	e := sandboxerEnvOn(t, startSandboxerDaemon(t, v, "cri-sandboxer-podnet"))
+	if v.name != "2.2" {
+		testCRIPodNetwork(t, e)
+		return
+	}
+	p := e.runPod("podnet", withPodNetwork)
+	id := p.create("a", []string{"sleep", "1000"})
+	_, err := e.d.rt.StartContainer(e.ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+	if status.Code(err) != codes.Unknown || !strings.Contains(status.Convert(err).Message(), sandboxer22StartError) {
+		t.Errorf("StartContainer on containerd 2.2 with the shipped table: %v; want code Unknown and %q", err, sandboxer22StartError)
+	}
+	t.Logf("containerd 2.2: %v", err)
+	p.remove()
+}
+
+// sandboxer22StartError is how containerd 2.2 fails StartContainer in a
+// shim sandboxer's pod whose handler has an options table.
+const sandboxer22StartError = `failed to create containerd task: failed to get runtime v2 options: ` +
+	`can't unmarshal type "runtimeoptions.v1.Options" to output "containerd.runc.v1.Options"`
