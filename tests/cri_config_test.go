@@ -15,9 +15,12 @@ import (
 // plugin, with the runc options table: the handler the shipped
 // RuntimeClass names, with runtime_type io.containerd.sandbox.v2, and in
 // the drop-in tables the default handler runc, with runtime_type
-// io.containerd.runc.v2 and runtime_path naming the installed shim. The
-// whole config the suite renders from each, for each way it installs
-// the shim, parses.
+// io.containerd.runc.v2 and runtime_path naming the installed shim, and
+// in the shim sandboxer's table (2.x only) the handler its RuntimeClass
+// names, with sandboxer "shim" and disable_pause_image_pull (no other
+// table sets either). The whole config the suite renders from each, for
+// each way it installs the shim, parses; where the suite adds the shim
+// sandboxer's table, the config holds it verbatim but its runtime_type.
 func TestCRIConfigFiles(t *testing.T) {
 	handler, err := runtimeClassHandler(filepath.Join(criConfigDir, "runtimeclass.yaml"))
 	if err != nil {
@@ -26,9 +29,17 @@ func TestCRIConfigFiles(t *testing.T) {
 	if handler != "sandbox" {
 		t.Errorf("RuntimeClass handler = %q, want sandbox", handler)
 	}
+	shimHandler, err := runtimeClassHandler(filepath.Join(criConfigDir, sandboxerRuntimeClass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shimHandler != "sandbox-shim" {
+		t.Errorf("%s handler = %q, want sandbox-shim", sandboxerRuntimeClass, shimHandler)
+	}
 	v2 := daemonVersion{name: "2.4.2", configVersion: 3}
 	v16 := daemonVersion{name: "1.6", configVersion: 2}
 	own := criInstall{shim: "/s", runtimeType: sandboxRuntime}
+	ownSandboxer := criInstall{shim: "/s", runtimeType: sandboxRuntime, sandboxer: true}
 	const installed = "/usr/local/bin/containerd-shim-sandbox-v2"
 	for _, tc := range []struct {
 		file        string
@@ -38,15 +49,18 @@ func TestCRIConfigFiles(t *testing.T) {
 		runtimeType string
 		runtimePath string
 		installs    []criInstall
+		sandboxer   bool // the shim sandboxer's table
 	}{
 		{"containerd-2.x.toml", "io.containerd.cri.v1.runtime", v2, handler, sandboxRuntime, "",
-			[]criInstall{own, {runtimeType: runcRuntime}}},
+			[]criInstall{own, {runtimeType: runcRuntime}}, false},
 		{"containerd-1.6.toml", "io.containerd.grpc.v1.cri", v16, handler, sandboxRuntime, "",
-			[]criInstall{own, {runtimeType: runcRuntime}}},
+			[]criInstall{own, {runtimeType: runcRuntime}}, false},
 		{"containerd-2.x-dropin.toml", "io.containerd.cri.v1.runtime", v2, "runc", runcRuntime, installed,
-			[]criInstall{{shim: "/s", runtimeType: runcRuntime, dropIn: dropInRuntimePath}, {shim: "/s", runtimeType: runcRuntime, dropIn: dropInPATH}}},
+			[]criInstall{{shim: "/s", runtimeType: runcRuntime, dropIn: dropInRuntimePath}, {shim: "/s", runtimeType: runcRuntime, dropIn: dropInPATH}}, false},
 		{"containerd-1.6-dropin.toml", "io.containerd.grpc.v1.cri", v16, "runc", runcRuntime, installed,
-			[]criInstall{{shim: "/s", runtimeType: runcRuntime, dropIn: dropInRuntimePath}, {shim: "/s", runtimeType: runcRuntime, dropIn: dropInPATH}}},
+			[]criInstall{{shim: "/s", runtimeType: runcRuntime, dropIn: dropInRuntimePath}, {shim: "/s", runtimeType: runcRuntime, dropIn: dropInPATH}}, false},
+		{sandboxerTableFile, "io.containerd.cri.v1.runtime", v2, shimHandler, sandboxRuntime, "",
+			[]criInstall{ownSandboxer, {runtimeType: runcRuntime, sandboxer: true}}, true},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			data, err := os.ReadFile(filepath.Join(criConfigDir, tc.file))
@@ -57,9 +71,11 @@ func TestCRIConfigFiles(t *testing.T) {
 				Plugins map[string]struct {
 					Containerd struct {
 						Runtimes map[string]struct {
-							RuntimeType string         `toml:"runtime_type"`
-							RuntimePath string         `toml:"runtime_path"`
-							Options     map[string]any `toml:"options"`
+							RuntimeType           string         `toml:"runtime_type"`
+							RuntimePath           string         `toml:"runtime_path"`
+							Sandboxer             string         `toml:"sandboxer"`
+							DisablePauseImagePull bool           `toml:"disable_pause_image_pull"`
+							Options               map[string]any `toml:"options"`
 						} `toml:"runtimes"`
 					} `toml:"containerd"`
 				} `toml:"plugins"`
@@ -74,6 +90,13 @@ func TestCRIConfigFiles(t *testing.T) {
 			}
 			if rt.RuntimeType != tc.runtimeType || rt.RuntimePath != tc.runtimePath {
 				t.Errorf("runtime_type = %q, runtime_path = %q; want %q, %q", rt.RuntimeType, rt.RuntimePath, tc.runtimeType, tc.runtimePath)
+			}
+			wantSandboxer := ""
+			if tc.sandboxer {
+				wantSandboxer = sandboxerName
+			}
+			if rt.Sandboxer != wantSandboxer || rt.DisablePauseImagePull != tc.sandboxer {
+				t.Errorf("sandboxer = %q, disable_pause_image_pull = %v; want %q, %v", rt.Sandboxer, rt.DisablePauseImagePull, wantSandboxer, tc.sandboxer)
 			}
 			if rt.Options["BinaryName"] != "runc" || rt.Options["SystemdCgroup"] != false {
 				t.Errorf("options = %v, want BinaryName runc and SystemdCgroup false", rt.Options)
@@ -96,6 +119,15 @@ func TestCRIConfigFiles(t *testing.T) {
 					}
 					if !strings.Contains(full, string(data)[strings.Index(string(data), "[plugins"):][:40]) {
 						t.Errorf("the rendered config does not hold %s", tc.file)
+					}
+					if tc.sandboxer {
+						want, err := runtimeSnippet(filepath.Join(criConfigDir, tc.file), inst.runtimeType)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if !strings.Contains(full, want) {
+							t.Errorf("the rendered config does not hold %s with runtime_type %q", tc.file, inst.runtimeType)
+						}
 					}
 					switch inst.dropIn {
 					case dropInRuntimePath:

@@ -58,6 +58,12 @@ type criDaemon struct {
 	// runtimeType is the handler's runtime_type, which containerd
 	// records as the runtime of every container of a pod.
 	runtimeType string
+	// sandboxerHandler is the handler of pods without a pause container,
+	// read from cri/runtimeclass-shim-sandboxer.yaml, whose table
+	// (cri/containerd-2.x-shim-sandboxer.toml, sandboxer = "shim", the
+	// same runtime_type) the daemon also has; "" on 1.6 and in the
+	// drop-in lanes, which do not configure it (cri_sandboxer_test.go).
+	sandboxerHandler string
 	// shimExe is the executable every pod's shim runs, in bin.
 	shimExe string
 	logRoot string // pods' log directories are made below it
@@ -95,6 +101,10 @@ func criDaemonFor(t *testing.T) *criDaemon {
 	if inst.dropIn != noDropIn {
 		inst.runtimeType = runcRuntime
 	}
+	// The drop-in lanes test the drop-in tables only; on 2.2 a pod of the
+	// suite's (host network) with the shim sandboxer crashes containerd
+	// (sandboxerUnsupported), which would take the lane's daemon down.
+	inst.sandboxer = inst.dropIn == noDropIn && sandboxerUnsupported(v) == ""
 	if inst.dropIn == dropInRuntimePath && v.legacy() {
 		t.Skip(runtimePathIgnored)
 	}
@@ -121,6 +131,19 @@ type criInstall struct {
 	shim        string // this shim's binary; "" when the runtime under test is the runc shim
 	runtimeType string // the handler's runtime_type
 	dropIn      dropIn // whether and how shim takes the runc shim's place
+	// sandboxer: the config also has the shim sandboxer's handler
+	// (cri/containerd-2.x-shim-sandboxer.toml, runtime_type
+	// runtimeType); containerd 2.x only (servesSandboxer).
+	sandboxer bool
+	// noPauseImage: the pause image is not imported (a daemon whose pods
+	// all run with the shim sandboxer, which needs none).
+	noPauseImage bool
+}
+
+// servesSandboxer reports whether a CRI daemon of v installed as inst
+// has the shim sandboxer's handler: 1.6 has no sandbox API.
+func servesSandboxer(v daemonVersion, inst criInstall) bool {
+	return inst.sandboxer && !v.legacy()
 }
 
 // startCRIDaemon starts containerd v with the CRI plugin, the shipped
@@ -173,12 +196,20 @@ func startCRIDaemon(v daemonVersion, name string, inst criInstall, busybox []byt
 			return cd, err
 		}
 	}
+	if servesSandboxer(v, inst) {
+		if cd.sandboxerHandler, err = runtimeClassHandler(filepath.Join(criConfigDir, sandboxerRuntimeClass)); err != nil {
+			return cd, err
+		}
+	}
 	for _, p := range []string{d.bin, cd.logRoot, filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "net.d")} {
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			return cd, err
 		}
 	}
 	if cd.shimExe, err = installShims(v, inst, d.bin); err != nil {
+		return cd, err
+	}
+	if err := writeCNIStub(filepath.Join(dir, "cni")); err != nil {
 		return cd, err
 	}
 	hostsDir, err := writeNoRegistryHosts(filepath.Join(dir, "certs.d"))
@@ -207,14 +238,21 @@ func startCRIDaemon(v daemonVersion, name string, inst criInstall, busybox []byt
 	if err := cd.waitRuntimeReady(ctx); err != nil {
 		return cd, err
 	}
-	pause, err := pauseArchive()
-	if err != nil {
-		return cd, err
-	}
-	for _, img := range []struct {
+	imgs := []struct {
 		ref     string
 		archive []byte
-	}{{imageRef, busybox}, {pauseImageRef, pause}} {
+	}{{imageRef, busybox}}
+	if !inst.noPauseImage {
+		pause, err := pauseArchive()
+		if err != nil {
+			return cd, err
+		}
+		imgs = append(imgs, struct {
+			ref     string
+			archive []byte
+		}{pauseImageRef, pause})
+	}
+	for _, img := range imgs {
 		if err := cd.importImage(ctx, img.ref, img.archive); err != nil {
 			return cd, err
 		}
@@ -312,7 +350,18 @@ func criConfig(v daemonVersion, inst criInstall, p daemonPaths, dir, hostsDir st
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", snippetFile, err)
 	}
-	return b.String() + extra, nil
+	b.WriteString(extra)
+	if servesSandboxer(v, inst) {
+		// The shim sandboxer's handler, after the clones (which are made
+		// of the one table above only).
+		table, err := runtimeSnippet(filepath.Join(criConfigDir, sandboxerTableFile), inst.runtimeType)
+		if err != nil {
+			return "", err
+		}
+		b.WriteString("\n# ---- " + sandboxerTableFile + " (shipped in tests/cri) ----\n")
+		b.WriteString(table)
+	}
+	return b.String(), nil
 }
 
 // The shipped tables' settings the suite changes.

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,6 +24,10 @@ type criEnv struct {
 	d    *criDaemon
 	ctx  context.Context // carries the k8s.io namespace for containerd client calls
 	pods *[]*criPod      // shared with sub-envs
+	// handler is the one runPod runs pods with: d.handler, or
+	// d.sandboxerHandler for a pod without a pause container
+	// (newSandboxerEnv).
+	handler string
 }
 
 func newCRIEnv(t *testing.T) *criEnv {
@@ -34,7 +39,7 @@ func newCRIEnv(t *testing.T) *criEnv {
 func newCRIEnvOn(t *testing.T, d *criDaemon) *criEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), criNamespace), testTimeout)
-	e := &criEnv{t: t, d: d, ctx: ctx, pods: new([]*criPod)}
+	e := &criEnv{t: t, d: d, ctx: ctx, pods: new([]*criPod), handler: d.handler}
 	logStart := d.logSize()
 	t.Cleanup(func() {
 		e.cleanup()
@@ -83,9 +88,14 @@ type criPod struct {
 	// containers are the ids CreateContainer returned, pause excluded.
 	containers []string
 	// shimSocket is the pod shim's socket, read from the pause task's
-	// bundle; it must be gone once the pod is.
+	// bundle (the sandbox's bundle, for a sandboxer pod); it must be gone
+	// once the pod is.
 	shimSocket string
-	removed    bool
+	// sandboxer: the pod runs with the shim sandboxer's handler, without
+	// a pause container: the shim's pod holder is the pod
+	// (cri_sandboxer_test.go).
+	sandboxer bool
+	removed   bool
 }
 
 // podOption adjusts a pod's config before RunPodSandbox.
@@ -101,8 +111,11 @@ func withSharedPID(c *runtimeapi.PodSandboxConfig) {
 // logs in a fresh directory and its cgroup below the run's cgroup root.
 func (e *criEnv) runPod(name string, opts ...podOption) *criPod {
 	e.t.Helper()
-	p, err := e.runPodWith(e.d.handler, e.podConfig(name, opts...))
+	p, err := e.runPodWith(e.handler, e.podConfig(name, opts...))
 	if err != nil {
+		if e.handler != "" && e.handler == e.d.sandboxerHandler {
+			criNotImplemented(e.t, errors.Unwrap(err), "RunPodSandbox with the shim sandboxer (the sandbox API)")
+		}
 		e.t.Fatal(err)
 	}
 	return p
@@ -148,8 +161,13 @@ func (e *criEnv) runPodWith(handler string, cfg *runtimeapi.PodSandboxConfig) (*
 		return nil, fmt.Errorf("RunPodSandbox %s (handler %q): %w", name, handler, err)
 	}
 	p := &criPod{e: e, id: resp.PodSandboxId, name: name, config: cfg}
+	p.sandboxer = handler != "" && handler == e.d.sandboxerHandler
 	*e.pods = append(*e.pods, p)
-	if address, _, err := shimAddress(e.bundleDir(p.id)); err != nil {
+	bundle := e.bundleDir(p.id)
+	if p.sandboxer {
+		bundle = e.sandboxBundleDir(p.id)
+	}
+	if address, _, err := shimAddress(bundle); err != nil {
 		e.t.Errorf("pod %s: %v", name, err)
 	} else {
 		p.shimSocket = strings.TrimPrefix(address, "unix://")
@@ -273,12 +291,18 @@ func (e *criEnv) taskPid(id string) int {
 }
 
 // shimOf returns the shim serving container (or sandbox) id: the parent
-// of its init process, which must run the shim binary the daemon's
-// handler names from its bin directory (for a drop-in, this shim under
-// the runtime_path or the runc shim's name).
+// of its init process (of a sandboxer pod's id, its holder), which must
+// run the shim binary the daemon's handler names from its bin directory
+// (for a drop-in, this shim under the runtime_path or the runc shim's
+// name).
 func (e *criEnv) shimOf(id string) int {
 	e.t.Helper()
-	pid := e.taskPid(id)
+	var pid int
+	if p := e.sandboxerPod(id); p != nil {
+		pid = p.holderPid()
+	} else {
+		pid = e.taskPid(id)
+	}
 	ppid := parentOf(pid)
 	want := e.d.shimExe
 	if got := exeOf(ppid); got != want {
@@ -302,6 +326,15 @@ func (p *criPod) remove() {
 		if pid := e.taskPidIfAny(id); pid > 0 {
 			pids = append(pids, pid, parentOf(pid))
 		}
+	}
+	if p.sandboxer {
+		// No container for the pod's id: its holder, and every process
+		// of the daemon's bin started for the pod (the shim; a holder
+		// that is the shim re-executed).
+		if pid := p.holderPidIfAny(); pid > 0 {
+			pids = append(pids, pid)
+		}
+		pids = append(pids, e.d.shimPids(p.id)...)
 	}
 	if _, err := e.d.rt.StopPodSandbox(e.ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.id}); err != nil {
 		e.t.Errorf("StopPodSandbox %s: %v", p.name, err)

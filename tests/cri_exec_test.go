@@ -37,8 +37,11 @@ func (e *criEnv) execSync(id string, timeout int64, cmd ...string) []byte {
 // TestCRIExecSync: ExecSync returns each stream's bytes and the exit
 // code; a command that outlives its timeout is killed and reported as a
 // timeout; ExecSync into a stopped container fails.
-func TestCRIExecSync(t *testing.T) {
-	e := newCRIEnv(t)
+func TestCRIExecSync(t *testing.T) { testCRIExecSync(t, newCRIEnv(t)) }
+
+// testCRIExecSync is TestCRIExecSync on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRIExecSync(t *testing.T, e *criEnv) {
 	p := e.runPod("execsync")
 	id := p.run("sleeper", []string{"sleep", "1000"})
 
@@ -122,8 +125,11 @@ func stream(ctx context.Context, rawURL string, opts remotecommand.StreamOptions
 // TestCRIExecStreaming: Exec through the streaming server: stdin reaches the process and its EOF ends it, stdout and
 // stderr arrive apart and byte-exact, a non-zero exit arrives as the
 // exit code, and a terminal exec sees a tty.
-func TestCRIExecStreaming(t *testing.T) {
-	e := newCRIEnv(t)
+func TestCRIExecStreaming(t *testing.T) { testCRIExecStreaming(t, newCRIEnv(t)) }
+
+// testCRIExecStreaming is TestCRIExecStreaming on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRIExecStreaming(t *testing.T, e *criEnv) {
 	p := e.runPod("exec")
 	id := p.run("sleeper", []string{"sleep", "1000"})
 	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
@@ -178,8 +184,11 @@ func TestCRIExecStreaming(t *testing.T) {
 // reaches it, its stdout comes back on the attach stream and goes to the
 // CRI log as well, and the attach ends when the client goes while the
 // container keeps running, so a second attach works the same.
-func TestCRIAttach(t *testing.T) {
-	e := newCRIEnv(t)
+func TestCRIAttach(t *testing.T) { testCRIAttach(t, newCRIEnv(t)) }
+
+// testCRIAttach is TestCRIAttach on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRIAttach(t *testing.T, e *criEnv) {
 	p := e.runPod("attach")
 	id := p.run("echoer", []string{"sh", "-c", "echo ready; while read line; do echo \"got:$line\"; done"},
 		func(c *runtimeapi.ContainerConfig) { c.Stdin = true })

@@ -87,8 +87,11 @@ func TestCRIImagesLocal(t *testing.T) {
 // TestCRIContainerLifecycle: create, start, status while running and
 // after exit (exit code, reason, timestamps in order), remove; an exit 0
 // is "Completed", anything else "Error".
-func TestCRIContainerLifecycle(t *testing.T) {
-	e := newCRIEnv(t)
+func TestCRIContainerLifecycle(t *testing.T) { testCRIContainerLifecycle(t, newCRIEnv(t)) }
+
+// testCRIContainerLifecycle is TestCRIContainerLifecycle on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRIContainerLifecycle(t *testing.T, e *criEnv) {
 	p := e.runPod("lifecycle")
 	for _, tc := range []struct {
 		name   string
@@ -138,8 +141,11 @@ func TestCRIContainerLifecycle(t *testing.T) {
 
 // TestCRIStopGracePeriod: StopContainer sends SIGTERM and, if the
 // container is still running when the grace period ends, SIGKILL.
-func TestCRIStopGracePeriod(t *testing.T) {
-	e := newCRIEnv(t)
+func TestCRIStopGracePeriod(t *testing.T) { testCRIStopGracePeriod(t, newCRIEnv(t)) }
+
+// testCRIStopGracePeriod is TestCRIStopGracePeriod on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRIStopGracePeriod(t *testing.T, e *criEnv) {
 	p := e.runPod("stop")
 	const grace = 2
 	// The shell is pid 1 of its PID namespace: only a signal it has a
@@ -182,8 +188,11 @@ func TestCRIStopGracePeriod(t *testing.T) {
 // io.containerd.runc.v2; for any other runtime_type it sends
 // runtimeoptions.v1.Options with the table as TOML in ConfigBody
 // (containerd 1.7+; 1.6 sends it empty), which the shim must accept.
-func TestCRIShippedRuntimeOptions(t *testing.T) {
-	e := newCRIEnv(t)
+func TestCRIShippedRuntimeOptions(t *testing.T) { testCRIShippedRuntimeOptions(t, newCRIEnv(t)) }
+
+// testCRIShippedRuntimeOptions is TestCRIShippedRuntimeOptions on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRIShippedRuntimeOptions(t *testing.T, e *criEnv) {
 	p := e.runPod("options")
 	id := p.run("app", []string{"sh", "-c", "echo hi"})
 	e.waitState(id, runtimeapi.ContainerState_CONTAINER_EXITED, 30*time.Second)

@@ -105,8 +105,11 @@ func waitLogLine(t *testing.T, path, msg string, timeout time.Duration) {
 // in CRI format, per stream in order: full lines tagged F, a line longer
 // than max_container_log_line_size (16 KiB) split into P parts and a
 // final F, and output ending without a newline as a final P.
-func TestCRIContainerLogs(t *testing.T) {
-	e := newCRIEnv(t)
+func TestCRIContainerLogs(t *testing.T) { testCRIContainerLogs(t, newCRIEnv(t)) }
+
+// testCRIContainerLogs is TestCRIContainerLogs on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRIContainerLogs(t *testing.T, e *criEnv) {
 	p := e.runPod("logs")
 	const long = 40000
 	began := time.Now()
@@ -170,8 +173,11 @@ func TestCRIContainerLogs(t *testing.T) {
 // rotation), ReopenContainerLog makes CRI write to a new file at the log
 // path; output before the reopen stays in the moved file only. A stopped
 // container cannot reopen its log.
-func TestCRIReopenContainerLog(t *testing.T) {
-	e := newCRIEnv(t)
+func TestCRIReopenContainerLog(t *testing.T) { testCRIReopenContainerLog(t, newCRIEnv(t)) }
+
+// testCRIReopenContainerLog is TestCRIReopenContainerLog on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRIReopenContainerLog(t *testing.T, e *criEnv) {
 	p := e.runPod("reopen")
 	// tail -f copies what execs append to /tmp/in to the container's
 	// stdout, so each message is written when the test chooses.
@@ -229,8 +235,11 @@ func criLogBytes(lines []criLogLine, stream string) []byte {
 // for the CR of each CRLF, which CRI's logger drops) once the container
 // has exited: the shim hands the container's output to
 // containerd's fifos and the CRI logger writes all of it.
-func TestCRILogBytes(t *testing.T) {
-	e := newCRIEnv(t)
+func TestCRILogBytes(t *testing.T) { testCRILogBytes(t, newCRIEnv(t)) }
+
+// testCRILogBytes is TestCRILogBytes on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRILogBytes(t *testing.T, e *criEnv) {
 	p := e.runPod("logbytes")
 	id := p.run("blobs", []string{"sh", "-c", fmt.Sprintf("cat %s & cat %s >&2; wait", image.StdoutBlob, image.StderrBlob)})
 	st := e.waitState(id, runtimeapi.ContainerState_CONTAINER_EXITED, time.Minute)

@@ -30,8 +30,11 @@ func cgroupValue(t *testing.T, pid int, controller, file string) string {
 // with are in its cgroup (below the pod's cgroup parent), and
 // UpdateContainerResources changes them in place while it runs: memory
 // limit, CPU quota, period and shares, and ContainerStatus reports them.
-func TestCRIUpdateContainerResources(t *testing.T) {
-	e := newCRIEnv(t)
+func TestCRIUpdateContainerResources(t *testing.T) { testCRIUpdateContainerResources(t, newCRIEnv(t)) }
+
+// testCRIUpdateContainerResources is TestCRIUpdateContainerResources on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRIUpdateContainerResources(t *testing.T, e *criEnv) {
 	p := e.runPod("update")
 	id := p.run("app", []string{"sleep", "1000"}, func(c *runtimeapi.ContainerConfig) {
 		c.Linux.Resources = &runtimeapi.LinuxContainerResources{
@@ -82,8 +85,11 @@ func TestCRIUpdateContainerResources(t *testing.T) {
 
 // TestCRIContainerStats: ContainerStats reports the container's CPU and
 // memory use from its cgroup (task Metrics through the shim).
-func TestCRIContainerStats(t *testing.T) {
-	e := newCRIEnv(t)
+func TestCRIContainerStats(t *testing.T) { testCRIContainerStats(t, newCRIEnv(t)) }
+
+// testCRIContainerStats is TestCRIContainerStats on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRIContainerStats(t *testing.T, e *criEnv) {
 	p := e.runPod("stats")
 	id := p.run("app", []string{"sh", "-c", "echo ready; exec sleep 1000"})
 	waitLogLine(t, p.logPath("app"), "ready", 30*time.Second)
@@ -110,8 +116,11 @@ func TestCRIContainerStats(t *testing.T) {
 // TestCRIOOMKilled: a container that exceeds its memory limit is killed
 // by the kernel and CRI reports exit 137 with reason OOMKilled (from the
 // shim's TaskOOM event / the cgroup's OOM counter).
-func TestCRIOOMKilled(t *testing.T) {
-	e := newCRIEnv(t)
+func TestCRIOOMKilled(t *testing.T) { testCRIOOMKilled(t, newCRIEnv(t)) }
+
+// testCRIOOMKilled is TestCRIOOMKilled on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRIOOMKilled(t *testing.T, e *criEnv) {
 	p := e.runPod("oom")
 	// dd allocates its 64 MiB block before reading into it.
 	id := p.run("hog", []string{"dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"}, func(c *runtimeapi.ContainerConfig) {

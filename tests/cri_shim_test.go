@@ -132,16 +132,31 @@ func (p *criPod) removeWithApps(removed []string) {
 }
 
 // TestCRISharedPIDNamespace: in a pod that shares one PID namespace
-// (shareProcessNamespace), the pause process is pid 1 of every container,
-// each container sees the others' processes, and when a container's main
-// process exits, the processes it left behind are killed with it (the
-// kernel does not do it: the namespace's init, pause, lives on).
-func TestCRISharedPIDNamespace(t *testing.T) {
-	e := newCRIEnv(t)
+// (shareProcessNamespace), the pause process (in the shim sandboxer's
+// mode, the pod holder) is pid 1 of every container, each container sees
+// the others' processes, and when a container's main process exits, the
+// processes it left behind are killed with it (the kernel does not do
+// it: the namespace's init, pause, lives on).
+func TestCRISharedPIDNamespace(t *testing.T) { testCRISharedPIDNamespace(t, newCRIEnv(t)) }
+
+// testCRISharedPIDNamespace is TestCRISharedPIDNamespace on e: with or without a pause container
+// (TestCRISandboxerPodSteps).
+func testCRISharedPIDNamespace(t *testing.T, e *criEnv) {
 	p := e.runPod("sharedpid", withSharedPID)
 	keeper := p.run("keeper", []string{"sleep", "1001"})
-	if got := e.execSync(keeper, 10, "cat", "/proc/1/cmdline"); string(got) != "/pause\x00" {
-		t.Errorf("pid 1 seen by a container of the shared-PID pod: %q, want /pause", got)
+	holder := p.podPid()
+	want := "/pause\x00"
+	if p.sandboxer {
+		want = strings.Join(cmdlineOf(holder), "\x00") + "\x00"
+	}
+	if got := e.execSync(keeper, 10, "cat", "/proc/1/cmdline"); string(got) != want {
+		t.Errorf("pid 1 seen by a container of the shared-PID pod: %q, want the pod's process %d's %q", got, holder, want)
+	}
+	if got, want := nsOf(t, e.taskPid(keeper), "pid"), nsOf(t, holder, "pid"); got != want {
+		t.Errorf("keeper's PID namespace %s, want the pod process %d's %s", got, holder, want)
+	}
+	if got := nsPidOf(holder); got != "1" {
+		t.Errorf("the pod process %d is pid %q in its own PID namespace, want 1", holder, got)
 	}
 	// A main process that starts a background sleep and exits.
 	leaver := p.run("leaver", []string{"sh", "-c", "sleep 1002 & echo started; while [ ! -e /tmp/go ]; do sleep 0.05; done"})

@@ -13,7 +13,10 @@
 #                                     the CRI suite, cri_*_test.go, runs
 #                                     against a CRI-enabled private daemon
 #                                     of that version with the runtime
-#                                     table shipped in tests/cri)
+#                                     table shipped in tests/cri; on
+#                                     2.4.2 also pods without a pause
+#                                     container, sandboxer = "shim":
+#                                     cri_sandboxer_test.go)
 #   the drop-in lanes                 this shim installed in the runc
 #                                     shim's place (README "Drop-in for an
 #                                     existing node"), per daemon:mode in
