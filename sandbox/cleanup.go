@@ -2,6 +2,14 @@ package sandbox
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
@@ -29,6 +37,9 @@ func Cleanup(ctx context.Context, namespace, id, bundle string) (CleanupResult, 
 	if rec, ok, err := cleanupPod(bundle); err != nil {
 		return CleanupResult{}, err
 	} else if ok {
+		if err := removeDeadSocket(bundle); err != nil {
+			return CleanupResult{}, err
+		}
 		return CleanupResult{Pid: rec.Pid, ExitStatus: process.KilledStatus, ExitedAt: time.Now()}, nil
 	}
 	st, err := readBundleState(bundle)
@@ -46,4 +57,45 @@ func Cleanup(ctx context.Context, namespace, id, bundle string) (CleanupResult, 
 		return CleanupResult{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: e.Timestamp}, nil
 	}
 	return CleanupResult{Pid: pid, ExitStatus: process.KilledStatus, ExitedAt: time.Now()}, nil
+}
+
+// removeDeadSocket removes the socket a killed pod shim left behind (the
+// one its bundle's address file names) when nothing listens on it:
+// containerd does not remove it, and nor does the runc shim's `delete`.
+// It holds the socket directory's lock, as a `start` binding a new shim
+// there does, so a socket that a new shim has just bound is never taken
+// for the dead one's.
+func removeDeadSocket(bundle string) error {
+	data, err := os.ReadFile(filepath.Join(bundle, "address"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the pod shim's address: %w", err)
+	}
+	path, ok := strings.CutPrefix(strings.TrimSpace(string(data)), "unix://")
+	if !ok || !filepath.IsAbs(path) {
+		return nil
+	}
+	unlock, err := lockDir(filepath.Dir(path))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		// A live shim: not the dead one's to remove.
+		c.Close()
+		return nil
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove the dead pod shim's socket: %w", err)
+	}
+	return nil
 }

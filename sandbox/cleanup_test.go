@@ -2,7 +2,10 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -224,5 +227,46 @@ func TestCleanupRuncShimBundle(t *testing.T) {
 				t.Errorf("runtime call %q: want --root %s ... delete --force c1", l, filepath.Join(root, "k8s.io"))
 			}
 		})
+	}
+}
+
+// TestRemoveDeadSocket: the socket a killed pod shim left (nothing
+// listens: connect is refused) is removed; a socket a live shim serves
+// stays; a bundle without an address file, or naming a socket that is
+// gone, is no error.
+func TestRemoveDeadSocket(t *testing.T) {
+	bundle, sockDir := t.TempDir(), t.TempDir()
+	path := filepath.Join(sockDir, "s")
+	writeAddress := func() {
+		if err := os.WriteFile(filepath.Join(bundle, "address"), []byte("unix://"+path), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := removeDeadSocket(bundle); err != nil {
+		t.Fatalf("no address file: %v", err)
+	}
+	writeAddress()
+	if err := removeDeadSocket(bundle); err != nil {
+		t.Fatalf("no socket: %v", err)
+	}
+
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := removeDeadSocket(bundle); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("a live shim's socket was removed: %v", err)
+	}
+	// A listener closed without unlinking: what a SIGKILLed shim leaves.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	if err := removeDeadSocket(bundle); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the dead shim's socket is still there: %v", err)
 	}
 }
