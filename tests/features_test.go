@@ -98,7 +98,11 @@ func TestTerminal(t *testing.T) {
 		t.Errorf("exit code = %d, want 4", code)
 	}
 	r.delete()
-	if got, want := string(r.stdout.Bytes()), "is-a-tty\r\n"; got != want {
+	switch got, want := string(r.stdout.Bytes()), "is-a-tty\r\n"; {
+	case got == want:
+	case got == "" && !isSandboxRuntime() &&
+		knownDifference(t, e.d.version.name, "tty-output-dropped", "the runc shim delivered none of the terminal's output"):
+	default:
 		t.Errorf("stdout = %q, want %q", got, want)
 	}
 }
