@@ -229,15 +229,25 @@ func replaceExecutable(src, dst string) error {
 
 // reapOrphans waits for pids, processes a killed shim left to the test
 // binary (the child subreaper) that something else killed since, and
-// reaps them; it returns those still alive after timeout.
+// reaps them; it returns those still alive after timeout. A pid that is
+// not (yet) this process's child counts as gone only once it is gone
+// from /proc: a SIGKILLed Go shim shows its leader as a zombie while its
+// other threads still exit, and its children become the subreaper's only
+// when the last one has (ECHILD before that is not "gone").
 func reapOrphans(pids []int, timeout time.Duration) []int {
 	var left []int
 	pollUntil(timeout, func() bool {
 		left = left[:0]
 		for _, pid := range pids {
 			var ws unix.WaitStatus
-			if got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); got == pid || err == unix.ECHILD {
+			got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+			if got == pid {
 				continue
+			}
+			if err == unix.ECHILD {
+				if _, err := readProc(pid); err != nil {
+					continue
+				}
 			}
 			left = append(left, pid)
 		}
