@@ -345,9 +345,8 @@ func writeAddressFile(bundle, address string) error {
 	if bundle == "" {
 		return nil
 	}
-	tmp := filepath.Join(bundle, ".address")
-	if err := os.WriteFile(tmp, []byte(address), 0o600); err != nil {
+	if err := writeFileAtomic(bundle, "address", []byte(address)); err != nil {
 		return fmt.Errorf("write address file: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(bundle, "address"))
+	return nil
 }
