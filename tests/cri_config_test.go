@@ -149,3 +149,43 @@ func TestCRIConfigFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestCRIConfigSandboxerNoOptions (no root needed): the shim sandboxer's
+// table as the README has containerd 2.2 users write it (and
+// TestCRISandboxerPodNetwork runs it there) keeps every key of the
+// shipped table but its options table.
+func TestCRIConfigSandboxerNoOptions(t *testing.T) {
+	v22 := daemonVersion{name: "2.2", configVersion: 3}
+	inst := criInstall{shim: "/s", runtimeType: sandboxRuntime, sandboxer: true, sandboxerNoOptions: true}
+	p := daemonPaths{root: "/r", state: "/s", address: "/a", ttrpcAddress: "/t", opt: "/o"}
+	full, err := criConfig(v22, inst, p, "/d", "/d/certs.d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := toml.Unmarshal([]byte(full), &doc); err != nil {
+		t.Fatalf("the rendered config does not parse: %v\n%s", err, full)
+	}
+	handler, err := runtimeClassHandler(filepath.Join(criConfigDir, sandboxerRuntimeClass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, ok := tomlTable(doc, "plugins", criRuntimesKey(v22), "containerd", "runtimes", handler)
+	if !ok {
+		t.Fatalf("the rendered config has no runtime %q:\n%s", handler, full)
+	}
+	want := map[string]any{"runtime_type": sandboxRuntime, "sandboxer": sandboxerName, "disable_pause_image_pull": true}
+	if len(rt) != len(want) {
+		t.Errorf("runtime %s = %v, want exactly %v", handler, rt, want)
+	}
+	for k, w := range want {
+		if rt[k] != w {
+			t.Errorf("runtime %s: %s = %v, want %v", handler, k, rt[k], w)
+		}
+	}
+	// The suite's own handler keeps its options: only the sandboxer's go.
+	own, ok := tomlTable(doc, "plugins", criRuntimesKey(v22), "containerd", "runtimes", "sandbox", "options")
+	if !ok || own["BinaryName"] != "runc" {
+		t.Errorf("the suite's handler lost its options: %v", own)
+	}
+}

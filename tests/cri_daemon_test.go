@@ -138,6 +138,10 @@ type criInstall struct {
 	// noPauseImage: the pause image is not imported (a daemon whose pods
 	// all run with the shim sandboxer, which needs none).
 	noPauseImage bool
+	// sandboxerNoOptions: the shim sandboxer's table goes in without its
+	// options table, as the README tells containerd 2.2 users to write it
+	// (sandboxer22StartError).
+	sandboxerNoOptions bool
 }
 
 // servesSandboxer reports whether a CRI daemon of v installed as inst
@@ -355,6 +359,9 @@ func criConfig(v daemonVersion, inst criInstall, p daemonPaths, dir, hostsDir st
 		// The shim sandboxer's handler, after the clones (which are made
 		// of the one table above only).
 		table, err := runtimeSnippet(filepath.Join(criConfigDir, sandboxerTableFile), inst.runtimeType)
+		if err == nil && inst.sandboxerNoOptions {
+			table, err = withoutOptions(table, v)
+		}
 		if err != nil {
 			return "", err
 		}

@@ -171,6 +171,35 @@ func flatTOML(values map[string]any) (string, error) {
 	return string(out), err
 }
 
+// withoutOptions returns the CRI runtime tables in snippet (a config of
+// v's schema) with their options tables left out.
+func withoutOptions(snippet string, v daemonVersion) (string, error) {
+	var doc map[string]any
+	if err := toml.Unmarshal([]byte(snippet), &doc); err != nil {
+		return "", fmt.Errorf("parse a shipped runtime table: %w", err)
+	}
+	key := criRuntimesKey(v)
+	runtimes, ok := tomlTable(doc, "plugins", key, "containerd", "runtimes")
+	if !ok || len(runtimes) == 0 {
+		return "", errors.New("the shipped snippet has no CRI runtime table")
+	}
+	var b strings.Builder
+	for _, name := range slices.Sorted(maps.Keys(runtimes)) {
+		t, ok := runtimes[name].(map[string]any)
+		if !ok {
+			return "", fmt.Errorf("CRI runtime %s is not a table", name)
+		}
+		t = maps.Clone(t)
+		delete(t, "options")
+		body, err := flatTOML(t)
+		if err != nil {
+			return "", fmt.Errorf("CRI runtime %s: %w", name, err)
+		}
+		fmt.Fprintf(&b, "[plugins.%q.containerd.runtimes.%s]\n%s", key, name, body)
+	}
+	return b.String(), nil
+}
+
 // tomlTable walks doc down keys, each a table.
 func tomlTable(doc map[string]any, keys ...string) (map[string]any, bool) {
 	t := doc
