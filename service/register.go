@@ -1,10 +1,10 @@
 // Package service adapts the ttrpc APIs containerd speaks to the sandbox
 // Manager: the task API (v2 and v3), containerd's Sandbox API
-// (sandbox_api.go, whose messages are read and written on the wire,
-// sandbox_wire.go says why) and the shim's own lifetime service. It
-// validates and converts requests, calls the Manager and turns errdefs
-// errors into gRPC status. It is the only package that does that
-// conversion, in one place (method).
+// (sandbox_api.go, on internal/api/sandboxpb's copies of its messages,
+// since containerd's generated package links gRPC) and the shim's own
+// lifetime service. It validates and converts requests, calls the Manager
+// and turns errdefs errors into gRPC status. It is the only package that
+// does that conversion, in one place (method).
 package service
 
 import (
@@ -59,6 +59,9 @@ func recovered(ctx context.Context, req any, v any) error {
 	fields := log.Fields{"stack": string(debug.Stack())}
 	if r, ok := req.(interface{ GetID() string }); ok && r.GetID() != "" {
 		fields["id"] = r.GetID()
+	}
+	if r, ok := req.(interface{ GetSandboxId() string }); ok && r.GetSandboxId() != "" {
+		fields["id"] = r.GetSandboxId()
 	}
 	if r, ok := req.(interface{ GetExecID() string }); ok && r.GetExecID() != "" {
 		fields["exec_id"] = r.GetExecID()
