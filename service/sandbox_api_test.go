@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
@@ -205,6 +206,37 @@ func TestSandboxServiceMatchesUpstream(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("methods: got %q, want %q", got, want)
+	}
+}
+
+// TestSandboxAPIUndecodable sends bytes that are not the request
+// message: the caller is told InvalidArgument, and no handler runs (the
+// Manager is nil).
+func TestSandboxAPIUndecodable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client := serveWith(ctx, t, func(s *ttrpc.Server) { RegisterSandbox(s, nil) })
+	tests := []struct {
+		name   string
+		method string
+		wire   []byte
+	}{
+		{"truncated", "StartSandbox", []byte{0x0a, 0x05, 'p'}},
+		{"sandbox id not UTF-8", "PingSandbox", []byte{0x0a, 0x01, 0xff}},
+		{"options not an Any", "CreateSandbox", []byte{0x0a, 0x01, 'p', 0x22, 0x03, 0x0a, 0x05, 'x'}},
+		{"sandbox not a Sandbox", "UpdateSandbox", []byte{0x0a, 0x01, 'p', 0x22, 0x02, 0x3a, 0x09}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// An Empty whose unknown fields are the bytes: proto.Marshal
+			// writes them verbatim.
+			req := &emptypb.Empty{}
+			req.ProtoReflect().SetUnknown(tt.wire)
+			err := client.Call(ctx, sandboxService, tt.method, req, &emptypb.Empty{})
+			if err := errgrpc.ToNative(err); !errdefs.IsInvalidArgument(err) {
+				t.Errorf("got %v, want InvalidArgument", err)
+			}
+		})
 	}
 }
 
