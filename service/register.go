@@ -4,7 +4,8 @@
 // since containerd's generated package links gRPC) and the shim's own
 // lifetime service. It validates and converts requests, calls the Manager
 // and turns errdefs errors into gRPC status. It is the only package that
-// does that conversion, in one place (method).
+// does that conversion, in one place (method, and invalidOnDecode beside
+// it for the Sandbox API's undecodable requests).
 package service
 
 import (
@@ -16,6 +17,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/status"
 )
 
 // Task service names. containerd.task.v3 is byte-for-byte the v2 protocol
@@ -50,6 +52,23 @@ func method[Req any, Resp any](h func(context.Context, *Req) (Resp, error)) ttrp
 			return nil, errgrpc.ToGRPC(err)
 		}
 		return resp, nil
+	}
+}
+
+// invalidOnDecode answers a request that does not decode (truncated, a
+// string that is not UTF-8, options that are not an Any) with
+// InvalidArgument: ttrpc answers Internal, which would blame the shim for
+// the caller's bytes. The task API keeps ttrpc's answer, as the runc
+// shim's generated server gives it. It sits beside method: both are where
+// errors become gRPC status.
+func invalidOnDecode(m ttrpc.Method) ttrpc.Method {
+	return func(ctx context.Context, unmarshal func(any) error) (any, error) {
+		return m(ctx, func(req any) error {
+			if err := unmarshal(req); err != nil {
+				return errgrpc.ToGRPC(fmt.Errorf("decode %T: %s: %w", req, status.Convert(err).Message(), errdefs.ErrInvalidArgument))
+			}
+			return nil
+		})
 	}
 }
 

@@ -9,9 +9,7 @@ import (
 
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/errdefs"
-	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -71,22 +69,6 @@ func (s *Sandbox) methods() map[string]ttrpc.Method {
 		methods[name] = invalidOnDecode(m)
 	}
 	return methods
-}
-
-// invalidOnDecode answers a request that does not decode (truncated, a
-// string that is not UTF-8, options that are not an Any) with
-// InvalidArgument: ttrpc answers Internal, which would blame the shim for
-// the caller's bytes. The task API keeps ttrpc's answer, as the runc
-// shim's generated server gives it.
-func invalidOnDecode(m ttrpc.Method) ttrpc.Method {
-	return func(ctx context.Context, unmarshal func(any) error) (any, error) {
-		return m(ctx, func(req any) error {
-			if err := unmarshal(req); err != nil {
-				return errgrpc.ToGRPC(fmt.Errorf("decode %T: %s: %w", req, status.Convert(err).Message(), errdefs.ErrInvalidArgument))
-			}
-			return nil
-		})
-	}
 }
 
 // sandboxID returns a request's sandbox_id, which every request carries.
