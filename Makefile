@@ -6,7 +6,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 
-.PHONY: all build install test unit demo bench clean
+.PHONY: all build install test unit demo bench proto clean
 
 all: build
 
@@ -28,7 +28,7 @@ test: bin/$(BINARY)
 	bash tests/run-tests.sh
 
 unit:
-	$(GO) test -race ./cmd/... ./service/... ./sandbox/... ./process/... ./ociruntime/... ./stdio/... ./rootfs/... ./reaper/... ./cgroups/...
+	$(GO) test -race ./cmd/... ./service/... ./sandbox/... ./process/... ./ociruntime/... ./stdio/... ./rootfs/... ./reaper/... ./cgroups/... ./internal/...
 
 # Build the shim and run a small pod through a private containerd.
 demo: bin/$(BINARY)
@@ -39,6 +39,11 @@ demo: bin/$(BINARY)
 bench: bin/$(BINARY)
 	bash tests/install-deps.sh
 	$(GO) run ./tests/bench $(BENCH_FLAGS)
+
+# Regenerate internal/api's .pb.go from its trimmed .proto copies (needs
+# protoc; builds and CI use the checked-in files).
+proto:
+	GO=$(GO) bash internal/api/generate.sh
 
 clean:
 	rm -rf bin

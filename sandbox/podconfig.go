@@ -4,46 +4,40 @@ import (
 	"fmt"
 
 	"github.com/containerd/errdefs"
-	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/api/cripb"
 )
 
-// CRI NamespaceMode values (k8s.io/cri-api runtime/v1 api.proto, enum
-// NamespaceMode).
+// CRI NamespaceMode values, as PodConfig holds them.
 const (
-	NamespacePod       = 0
-	NamespaceContainer = 1
-	NamespaceNode      = 2
-	NamespaceTarget    = 3
+	NamespacePod       = int(cripb.NamespaceMode_POD)
+	NamespaceContainer = int(cripb.NamespaceMode_CONTAINER)
+	NamespaceNode      = int(cripb.NamespaceMode_NODE)
+	NamespaceTarget    = int(cripb.NamespaceMode_TARGET)
 )
 
 // PodConfig is what the shim reads from the CRI PodSandboxConfig that
-// CreateSandbox carries in its options.
+// CreateSandbox carries in its options. It is kept in pod.json (podrecord),
+// so its JSON names stay as they are.
 //
-// It is decoded from the protobuf wire format here rather than with
-// k8s.io/cri-api's generated types: that package holds its gRPC stubs
-// (api_grpc.pb.go) and would link google.golang.org/grpc into the shim.
-// The field numbers are those of cri-api v0.37.0's
-// pkg/apis/runtime/v1/api.proto, cited at each field; the package test
-// encodes configs with the real types and checks the decode.
+// The config is decoded with internal/api/cripb's trimmed copy of CRI's
+// messages, not k8s.io/cri-api's generated package, which would link
+// google.golang.org/grpc into the shim; the package test encodes configs
+// with the real types and checks the decode.
 type PodConfig struct {
-	// PodSandboxMetadata (PodSandboxConfig field 1): name 1, uid 2,
-	// namespace 3.
+	// Name, UID and Namespace are the pod's metadata.
 	Name      string `json:"name,omitempty"`
 	UID       string `json:"uid,omitempty"`
 	Namespace string `json:"namespace,omitempty"`
-	// Hostname is PodSandboxConfig field 2.
-	Hostname string `json:"hostname,omitempty"`
-	// DNS is DNSConfig (PodSandboxConfig field 4): servers 1, searches 2,
-	// options 3; nil when the config has none.
+	Hostname  string `json:"hostname,omitempty"`
+	// DNS is nil when the config has no DNS config.
 	DNS *DNSConfig `json:"dns,omitempty"`
-	// CgroupParent is LinuxPodSandboxConfig (PodSandboxConfig field 8)
-	// field 1.
-	CgroupParent string `json:"cgroup_parent,omitempty"`
-	// Sysctls is LinuxPodSandboxConfig field 3, map<string, string>.
-	Sysctls map[string]string `json:"sysctls,omitempty"`
-	// NetworkMode, PidMode and IpcMode are NamespaceOption (field 1 of
-	// LinuxSandboxSecurityContext, field 2 of LinuxPodSandboxConfig)
-	// fields 1, 2 and 3.
+	// CgroupParent and Sysctls are from the config's Linux part.
+	CgroupParent string            `json:"cgroup_parent,omitempty"`
+	Sysctls      map[string]string `json:"sysctls,omitempty"`
+	// NetworkMode, PidMode and IpcMode are the Linux security context's
+	// namespace options, Namespace* values.
 	NetworkMode int `json:"network_mode"`
 	PidMode     int `json:"pid_mode"`
 	IpcMode     int `json:"ipc_mode"`
@@ -61,143 +55,29 @@ type DNSConfig struct {
 // shareProcessNamespace.
 func (c *PodConfig) SharesPid() bool { return c.PidMode == NamespacePod }
 
-// ParsePodConfig decodes a serialized CRI PodSandboxConfig.
+// ParsePodConfig decodes a serialized CRI PodSandboxConfig. Fields the
+// shim does not read are skipped; bytes that are not a PodSandboxConfig
+// are an ErrInvalidArgument.
 func ParsePodConfig(b []byte) (*PodConfig, error) {
-	c := &PodConfig{}
-	err := walk(b, func(num protowire.Number, v []byte) error {
-		switch num {
-		case 1:
-			return walk(v, func(num protowire.Number, v []byte) error {
-				switch num {
-				case 1:
-					c.Name = string(v)
-				case 2:
-					c.UID = string(v)
-				case 3:
-					c.Namespace = string(v)
-				}
-				return nil
-			})
-		case 2:
-			c.Hostname = string(v)
-		case 4:
-			c.DNS = &DNSConfig{}
-			return walk(v, func(num protowire.Number, v []byte) error {
-				switch num {
-				case 1:
-					c.DNS.Servers = append(c.DNS.Servers, string(v))
-				case 2:
-					c.DNS.Searches = append(c.DNS.Searches, string(v))
-				case 3:
-					c.DNS.Options = append(c.DNS.Options, string(v))
-				}
-				return nil
-			})
-		case 8:
-			return c.parseLinux(v)
-		}
-		return nil
-	})
-	if err != nil {
+	var pc cripb.PodSandboxConfig
+	if err := proto.Unmarshal(b, &pc); err != nil {
 		return nil, fmt.Errorf("decode PodSandboxConfig: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
+	md, linux := pc.GetMetadata(), pc.GetLinux()
+	ns := linux.GetSecurityContext().GetNamespaceOptions()
+	c := &PodConfig{
+		Name:         md.GetName(),
+		UID:          md.GetUid(),
+		Namespace:    md.GetNamespace(),
+		Hostname:     pc.GetHostname(),
+		CgroupParent: linux.GetCgroupParent(),
+		Sysctls:      linux.GetSysctls(),
+		NetworkMode:  int(ns.GetNetwork()),
+		PidMode:      int(ns.GetPid()),
+		IpcMode:      int(ns.GetIpc()),
+	}
+	if d := pc.GetDnsConfig(); d != nil {
+		c.DNS = &DNSConfig{Servers: d.GetServers(), Searches: d.GetSearches(), Options: d.GetOptions()}
+	}
 	return c, nil
-}
-
-func (c *PodConfig) parseLinux(b []byte) error {
-	return walk(b, func(num protowire.Number, v []byte) error {
-		switch num {
-		case 1:
-			c.CgroupParent = string(v)
-		case 2: // security_context
-			return walk(v, func(num protowire.Number, v []byte) error {
-				if num != 1 { // namespace_options
-					return nil
-				}
-				return walkVarints(v, func(num protowire.Number, x uint64) {
-					switch num {
-					case 1:
-						c.NetworkMode = int(x)
-					case 2:
-						c.PidMode = int(x)
-					case 3:
-						c.IpcMode = int(x)
-					}
-				})
-			})
-		case 3: // map entry: key 1, value 2
-			var k, val string
-			if err := walk(v, func(num protowire.Number, v []byte) error {
-				switch num {
-				case 1:
-					k = string(v)
-				case 2:
-					val = string(v)
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-			if c.Sysctls == nil {
-				c.Sysctls = make(map[string]string)
-			}
-			c.Sysctls[k] = val
-		}
-		return nil
-	})
-}
-
-// walk calls fn for every length-delimited field of message b, skipping
-// fields of other wire types.
-func walk(b []byte, fn func(protowire.Number, []byte) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		if typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
-			if err := fn(num, v); err != nil {
-				return err
-			}
-			b = b[n:]
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-	}
-	return nil
-}
-
-// walkVarints calls fn for every varint field of message b.
-func walkVarints(b []byte, fn func(protowire.Number, uint64)) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		if typ == protowire.VarintType {
-			x, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
-			fn(num, x)
-			b = b[n:]
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-	}
-	return nil
 }

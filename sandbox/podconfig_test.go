@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -47,6 +48,12 @@ func TestParsePodConfig(t *testing.T) {
 			Sysctls:      map[string]string{"net.ipv4.ip_forward": "1", "kernel.shmmax": "1000"},
 			NetworkMode:  NamespaceNode, PidMode: NamespaceContainer, IpcMode: NamespaceNode,
 		}},
+		// An empty DNS config is still one: the pause path writes an empty
+		// resolv.conf for it, not the host's.
+		{"empty dns", &cri.PodSandboxConfig{DnsConfig: &cri.DNSConfig{}}, &PodConfig{DNS: &DNSConfig{}}},
+		{"target pid", &cri.PodSandboxConfig{Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
+			NamespaceOptions: &cri.NamespaceOption{Pid: cri.NamespaceMode_TARGET, TargetId: "c1"},
+		}}}, &PodConfig{PidMode: NamespaceTarget}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,8 +66,42 @@ func TestParsePodConfig(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ParsePodConfig([]byte{0x12, 0x05, 'a'}); !errdefs.IsInvalidArgument(err) {
-		t.Errorf("truncated config: got %v, want InvalidArgument", err)
+	for name, in := range map[string][]byte{
+		"truncated":              {0x12, 0x05, 'a'},
+		"hostname not UTF-8":     {0x12, 0x01, 0xff},
+		"metadata not a message": {0x0a, 0x02, 0x0a, 0x05},
+		"bad tag":                {0x00},
+	} {
+		if _, err := ParsePodConfig(in); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: got %v, want InvalidArgument", name, err)
+		}
+	}
+}
+
+// TestPodConfigJSON pins PodConfig's JSON: pod.json holds it, and a shim
+// must read the record an older shim wrote.
+func TestPodConfigJSON(t *testing.T) {
+	c := &PodConfig{
+		Name: "n", UID: "u", Namespace: "ns", Hostname: "h",
+		DNS:          &DNSConfig{Servers: []string{"a"}, Searches: []string{"s"}, Options: []string{"o"}},
+		CgroupParent: "/kubepods/podu",
+		Sysctls:      map[string]string{"kernel.shmmax": "1000"},
+		NetworkMode:  NamespaceNode, PidMode: NamespaceContainer, IpcMode: NamespacePod,
+	}
+	const want = `{"name":"n","uid":"u","namespace":"ns","hostname":"h",` +
+		`"dns":{"servers":["a"],"searches":["s"],"options":["o"]},` +
+		`"cgroup_parent":"/kubepods/podu","sysctls":{"kernel.shmmax":"1000"},` +
+		`"network_mode":2,"pid_mode":1,"ipc_mode":0}`
+	got, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+	var back PodConfig
+	if err := json.Unmarshal([]byte(want), &back); err != nil || !reflect.DeepEqual(&back, c) {
+		t.Errorf("decode: got %+v (%v), want %+v", back, err, c)
 	}
 }
 

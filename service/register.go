@@ -1,10 +1,11 @@
 // Package service adapts the ttrpc APIs containerd speaks to the sandbox
 // Manager: the task API (v2 and v3), containerd's Sandbox API
-// (sandbox_api.go, whose messages are read and written on the wire,
-// sandbox_wire.go says why) and the shim's own lifetime service. It
-// validates and converts requests, calls the Manager and turns errdefs
-// errors into gRPC status. It is the only package that does that
-// conversion, in one place (method).
+// (sandbox_api.go, on internal/api/sandboxpb's copies of its messages,
+// since containerd's generated package links gRPC) and the shim's own
+// lifetime service. It validates and converts requests, calls the Manager
+// and turns errdefs errors into gRPC status. It is the only package that
+// does that conversion, in one place (method, and invalidOnDecode beside
+// it for the Sandbox API's undecodable requests).
 package service
 
 import (
@@ -16,6 +17,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/status"
 )
 
 // Task service names. containerd.task.v3 is byte-for-byte the v2 protocol
@@ -53,12 +55,32 @@ func method[Req any, Resp any](h func(context.Context, *Req) (Resp, error)) ttrp
 	}
 }
 
+// invalidOnDecode answers a request that does not decode (truncated, a
+// string that is not UTF-8, options that are not an Any) with
+// InvalidArgument: ttrpc answers Internal, which would blame the shim for
+// the caller's bytes. The task API keeps ttrpc's answer, as the runc
+// shim's generated server gives it. It sits beside method: both are where
+// errors become gRPC status.
+func invalidOnDecode(m ttrpc.Method) ttrpc.Method {
+	return func(ctx context.Context, unmarshal func(any) error) (any, error) {
+		return m(ctx, func(req any) error {
+			if err := unmarshal(req); err != nil {
+				return errgrpc.ToGRPC(fmt.Errorf("decode %T: %s: %w", req, status.Convert(err).Message(), errdefs.ErrInvalidArgument))
+			}
+			return nil
+		})
+	}
+}
+
 // recovered logs a handler's panic with its stack and the request's ids
 // and returns the internal error the caller is answered with.
 func recovered(ctx context.Context, req any, v any) error {
 	fields := log.Fields{"stack": string(debug.Stack())}
 	if r, ok := req.(interface{ GetID() string }); ok && r.GetID() != "" {
 		fields["id"] = r.GetID()
+	}
+	if r, ok := req.(interface{ GetSandboxId() string }); ok && r.GetSandboxId() != "" {
+		fields["id"] = r.GetSandboxId()
 	}
 	if r, ok := req.(interface{ GetExecID() string }); ok && r.GetExecID() != "" {
 		fields["exec_id"] = r.GetExecID()

@@ -7,18 +7,22 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/api/sandboxpb"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/sandbox"
 )
 
 // sandboxService is the Sandbox API containerd's CRI plugin calls when a
 // runtime has `sandboxer = "shim"` (plugins/sandbox/controller.go
-// upstream). Messages are read and written as sandbox_wire.go says.
+// upstream). Its messages are sandboxpb's, trimmed copies of containerd's
+// (whose generated package links gRPC; package internal/api says more).
+// The copies' proto package is not this name: the name is written here,
+// as containerd calls it.
 const sandboxService = "containerd.runtime.sandbox.v1.Sandbox"
 
 // The pod's state as CRI reads it: it compares SandboxStatus's state with
@@ -42,7 +46,14 @@ type Sandbox struct {
 // RegisterSandbox serves the Sandbox API over m on server.
 func RegisterSandbox(server *ttrpc.Server, m *sandbox.Manager) {
 	s := &Sandbox{m: m}
-	server.RegisterService(sandboxService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
+	server.RegisterService(sandboxService, &ttrpc.ServiceDesc{Methods: s.methods()})
+}
+
+// methods are the Sandbox API's methods by their names in the service
+// containerd calls: what protoc-gen-go-ttrpc would generate from the
+// service declaration the copies leave out (see sandboxService).
+func (s *Sandbox) methods() map[string]ttrpc.Method {
+	methods := map[string]ttrpc.Method{
 		"CreateSandbox":   method(s.CreateSandbox),
 		"StartSandbox":    method(s.StartSandbox),
 		"Platform":        method(s.Platform),
@@ -53,50 +64,54 @@ func RegisterSandbox(server *ttrpc.Server, m *sandbox.Manager) {
 		"ShutdownSandbox": method(s.ShutdownSandbox),
 		"SandboxMetrics":  method(s.SandboxMetrics),
 		"UpdateSandbox":   method(s.UpdateSandbox),
-	}})
+	}
+	for name, m := range methods {
+		methods[name] = invalidOnDecode(m)
+	}
+	return methods
 }
 
-// sandboxID decodes a request and its sandbox_id (field 1 of every
-// request).
-func sandboxID(r *emptypb.Empty, op string) (wireMsg, string, error) {
-	w, err := decodeWire(r)
-	if err != nil {
-		return w, "", fmt.Errorf("%s: %w", op, err)
-	}
-	id := w.str(1)
+// sandboxID returns a request's sandbox_id, which every request carries.
+func sandboxID(r interface{ GetSandboxId() string }, op string) (string, error) {
+	id := r.GetSandboxId()
 	if id == "" {
-		return w, "", fmt.Errorf("%s: sandbox id is empty: %w", op, errdefs.ErrInvalidArgument)
+		return "", fmt.Errorf("%s: sandbox id is empty: %w", op, errdefs.ErrInvalidArgument)
 	}
-	return w, id, nil
+	return id, nil
 }
 
-// CreateSandbox: CreateSandboxRequest sandbox_id 1, bundle_path 2,
-// rootfs 3 (ignored: the pod has no image), options 4 (Any), netns_path
-// 5; the response is empty.
-func (s *Sandbox) CreateSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb.Empty, error) {
-	w, id, err := sandboxID(r, "create sandbox")
+// timestamp converts t for a response; a zero time is left out, as CRI
+// reads a missing exited_at as "has not exited".
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// CreateSandbox: options is an Any holding CRI's PodSandboxConfig, which
+// package sandbox decodes. rootfs is not read: the pod has no image.
+func (s *Sandbox) CreateSandbox(ctx context.Context, r *sandboxpb.CreateSandboxRequest) (*sandboxpb.CreateSandboxResponse, error) {
+	id, err := sandboxID(r, "create sandbox")
 	if err != nil {
 		return nil, err
 	}
-	req := sandbox.CreateSandboxRequest{ID: id, Bundle: w.str(2), NetNS: w.str(5)}
-	if o := w.str(4); o != "" {
-		a, err := decodeAny(o)
-		if err != nil {
-			return nil, fmt.Errorf("create sandbox %q: options: %w", id, err)
-		}
-		req.Config = a.GetValue()
+	req := sandbox.CreateSandboxRequest{
+		ID:     id,
+		Bundle: r.GetBundlePath(),
+		NetNS:  r.GetNetnsPath(),
+		Config: r.GetOptions().GetValue(),
 	}
 	if err := s.m.CreateSandbox(ctx, req); err != nil {
 		return nil, err
 	}
-	return &emptypb.Empty{}, nil
+	return &sandboxpb.CreateSandboxResponse{}, nil
 }
 
-// StartSandbox: StartSandboxResponse pid 1, created_at 2, spec 3 (an Any
-// holding the pod as an OCI spec, JSON under the type URL containerd's
-// client registers for specs.Spec).
-func (s *Sandbox) StartSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb.Empty, error) {
-	_, id, err := sandboxID(r, "start sandbox")
+// StartSandbox: spec is an Any holding the pod as an OCI spec, JSON under
+// the type URL containerd's client registers for specs.Spec.
+func (s *Sandbox) StartSandbox(ctx context.Context, r *sandboxpb.StartSandboxRequest) (*sandboxpb.StartSandboxResponse, error) {
+	id, err := sandboxID(r, "start sandbox")
 	if err != nil {
 		return nil, err
 	}
@@ -104,61 +119,49 @@ func (s *Sandbox) StartSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb.
 	if err != nil {
 		return nil, err
 	}
-	var out wireOut
-	out.uint(1, uint64(st.Pid))
-	if err := out.time(2, st.CreatedAt); err != nil {
-		return nil, err
-	}
+	resp := &sandboxpb.StartSandboxResponse{Pid: uint32(st.Pid), CreatedAt: timestamp(st.CreatedAt)}
 	if st.Spec != nil {
 		data, err := json.Marshal(st.Spec)
 		if err != nil {
 			return nil, err
 		}
-		if err := out.msg(3, &anypb.Any{TypeUrl: specTypeURL, Value: data}); err != nil {
-			return nil, err
-		}
+		resp.Spec = &anypb.Any{TypeUrl: specTypeURL, Value: data}
 	}
-	return out.empty(), nil
+	return resp, nil
 }
 
 // specTypeURL is how containerd names an OCI spec in an Any (client.go's
 // typeurl.Register of specs.Spec: prefix types.containerd.io, major 1).
 const specTypeURL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 
-// Platform: PlatformResponse platform 1, a containerd.types.Platform (os
-// 1, architecture 2). Called before every container: no work.
-func (s *Sandbox) Platform(ctx context.Context, r *emptypb.Empty) (*emptypb.Empty, error) {
-	_, id, err := sandboxID(r, "platform")
+// Platform is called before every container: no work.
+func (s *Sandbox) Platform(ctx context.Context, r *sandboxpb.PlatformRequest) (*sandboxpb.PlatformResponse, error) {
+	id, err := sandboxID(r, "platform")
 	if err != nil {
 		return nil, err
 	}
 	if err := s.m.PingSandbox(ctx, id); err != nil {
 		return nil, err
 	}
-	var p wireOut
-	p.str(1, runtime.GOOS)
-	p.str(2, runtime.GOARCH)
-	var out wireOut
-	out.bytes(1, p.b)
-	return out.empty(), nil
+	return &sandboxpb.PlatformResponse{Platform: &types.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH}}, nil
 }
 
-// StopSandbox: StopSandboxRequest timeout_secs 2.
-func (s *Sandbox) StopSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb.Empty, error) {
-	w, id, err := sandboxID(r, "stop sandbox")
+// StopSandbox stops the pod, giving it timeout_secs.
+func (s *Sandbox) StopSandbox(ctx context.Context, r *sandboxpb.StopSandboxRequest) (*sandboxpb.StopSandboxResponse, error) {
+	id, err := sandboxID(r, "stop sandbox")
 	if err != nil {
 		return nil, err
 	}
-	timeout := time.Duration(w.varint[2]) * time.Second
+	timeout := time.Duration(r.GetTimeoutSecs()) * time.Second
 	if err := s.m.StopSandbox(ctx, id, timeout); err != nil {
 		return nil, err
 	}
-	return &emptypb.Empty{}, nil
+	return &sandboxpb.StopSandboxResponse{}, nil
 }
 
-// WaitSandbox: WaitSandboxResponse exit_status 1, exited_at 2.
-func (s *Sandbox) WaitSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb.Empty, error) {
-	_, id, err := sandboxID(r, "wait sandbox")
+// WaitSandbox returns when the pod has exited.
+func (s *Sandbox) WaitSandbox(ctx context.Context, r *sandboxpb.WaitSandboxRequest) (*sandboxpb.WaitSandboxResponse, error) {
+	id, err := sandboxID(r, "wait sandbox")
 	if err != nil {
 		return nil, err
 	}
@@ -166,18 +169,12 @@ func (s *Sandbox) WaitSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb.E
 	if err != nil {
 		return nil, err
 	}
-	var out wireOut
-	out.uint(1, uint64(st.ExitStatus))
-	if err := out.time(2, st.ExitedAt); err != nil {
-		return nil, err
-	}
-	return out.empty(), nil
+	return &sandboxpb.WaitSandboxResponse{ExitStatus: uint32(st.ExitStatus), ExitedAt: timestamp(st.ExitedAt)}, nil
 }
 
-// SandboxStatus: SandboxStatusRequest verbose 2; SandboxStatusResponse
-// sandbox_id 1, pid 2, state 3, info 4 (map), created_at 5, exited_at 6.
-func (s *Sandbox) SandboxStatus(ctx context.Context, r *emptypb.Empty) (*emptypb.Empty, error) {
-	w, id, err := sandboxID(r, "sandbox status")
+// SandboxStatus: info is filled only when verbose is asked for.
+func (s *Sandbox) SandboxStatus(ctx context.Context, r *sandboxpb.SandboxStatusRequest) (*sandboxpb.SandboxStatusResponse, error) {
+	id, err := sandboxID(r, "sandbox status")
 	if err != nil {
 		return nil, err
 	}
@@ -189,24 +186,21 @@ func (s *Sandbox) SandboxStatus(ctx context.Context, r *emptypb.Empty) (*emptypb
 	if st.State == sandbox.PodReady {
 		state = stateReady
 	}
-	var out wireOut
-	out.str(1, id)
-	out.uint(2, uint64(st.Pid))
-	out.str(3, state)
-	if w.varint[2] != 0 {
+	resp := &sandboxpb.SandboxStatusResponse{
+		SandboxId: id,
+		Pid:       uint32(st.Pid),
+		State:     state,
+		CreatedAt: timestamp(st.CreatedAt),
+		ExitedAt:  timestamp(st.ExitedAt),
+	}
+	if r.GetVerbose() {
 		info, err := statusInfo(st)
 		if err != nil {
 			return nil, err
 		}
-		out.strMap(4, map[string]string{"info": info})
+		resp.Info = map[string]string{"info": info}
 	}
-	if err := out.time(5, st.CreatedAt); err != nil {
-		return nil, err
-	}
-	if err := out.time(6, st.ExitedAt); err != nil {
-		return nil, err
-	}
-	return out.empty(), nil
+	return resp, nil
 }
 
 // statusInfo is the verbose info, under the key "info" as CRI's pause
@@ -241,33 +235,33 @@ func statusInfo(st sandbox.PodStatus) (string, error) {
 }
 
 // PingSandbox answers while the shim holds the pod.
-func (s *Sandbox) PingSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb.Empty, error) {
-	_, id, err := sandboxID(r, "ping sandbox")
+func (s *Sandbox) PingSandbox(ctx context.Context, r *sandboxpb.PingRequest) (*sandboxpb.PingResponse, error) {
+	id, err := sandboxID(r, "ping sandbox")
 	if err != nil {
 		return nil, err
 	}
 	if err := s.m.PingSandbox(ctx, id); err != nil {
 		return nil, err
 	}
-	return &emptypb.Empty{}, nil
+	return &sandboxpb.PingResponse{}, nil
 }
 
 // ShutdownSandbox releases the pod; the shim then exits by itself.
-func (s *Sandbox) ShutdownSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb.Empty, error) {
-	_, id, err := sandboxID(r, "shutdown sandbox")
+func (s *Sandbox) ShutdownSandbox(ctx context.Context, r *sandboxpb.ShutdownSandboxRequest) (*sandboxpb.ShutdownSandboxResponse, error) {
+	id, err := sandboxID(r, "shutdown sandbox")
 	if err != nil {
 		return nil, err
 	}
 	if err := s.m.ShutdownSandbox(ctx, id); err != nil {
 		return nil, err
 	}
-	return &emptypb.Empty{}, nil
+	return &sandboxpb.ShutdownSandboxResponse{}, nil
 }
 
-// SandboxMetrics: SandboxMetricsResponse metrics 1, a containerd.types.
-// Metric (timestamp 1, id 2, data 3 as an Any named as a task's Stats).
-func (s *Sandbox) SandboxMetrics(ctx context.Context, r *emptypb.Empty) (*emptypb.Empty, error) {
-	_, id, err := sandboxID(r, "sandbox metrics")
+// SandboxMetrics answers with the pod cgroup's metrics, as an Any named
+// as a task's Stats.
+func (s *Sandbox) SandboxMetrics(ctx context.Context, r *sandboxpb.SandboxMetricsRequest) (*sandboxpb.SandboxMetricsResponse, error) {
+	id, err := sandboxID(r, "sandbox metrics")
 	if err != nil {
 		return nil, err
 	}
@@ -279,28 +273,17 @@ func (s *Sandbox) SandboxMetrics(ctx context.Context, r *emptypb.Empty) (*emptyp
 	if err != nil {
 		return nil, err
 	}
-	var metric wireOut
-	if err := metric.msg(1, timestamppb.Now()); err != nil {
-		return nil, err
-	}
-	metric.str(2, id)
-	if err := metric.msg(3, data); err != nil {
-		return nil, err
-	}
-	var out wireOut
-	out.bytes(1, metric.b)
-	return out.empty(), nil
+	return &sandboxpb.SandboxMetricsResponse{Metrics: &types.Metric{Timestamp: timestamppb.Now(), ID: id, Data: data}}, nil
 }
 
-// UpdateSandbox: UpdateSandboxRequest sandbox 4, a containerd.types.
-// Sandbox whose extensions (field 7, map<string, Any>) hold CRI's
-// updated-resources; other updates are accepted and not acted on.
-func (s *Sandbox) UpdateSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb.Empty, error) {
-	w, id, err := sandboxID(r, "update sandbox")
+// UpdateSandbox acts on CRI's updated-resources in the sandbox's
+// extensions; other updates are accepted and not acted on.
+func (s *Sandbox) UpdateSandbox(ctx context.Context, r *sandboxpb.UpdateSandboxRequest) (*sandboxpb.UpdateSandboxResponse, error) {
+	id, err := sandboxID(r, "update sandbox")
 	if err != nil {
 		return nil, err
 	}
-	res, ok, err := updatedResources(w.str(4))
+	res, ok, err := updatedResources(r.GetSandbox())
 	if err != nil {
 		return nil, fmt.Errorf("update sandbox %q: %w", id, err)
 	}
@@ -308,12 +291,12 @@ func (s *Sandbox) UpdateSandbox(ctx context.Context, r *emptypb.Empty) (*emptypb
 		if err := s.m.PingSandbox(ctx, id); err != nil {
 			return nil, err
 		}
-		return &emptypb.Empty{}, nil
+		return &sandboxpb.UpdateSandboxResponse{}, nil
 	}
 	if err := s.m.UpdateSandbox(ctx, id, res); err != nil {
 		return nil, err
 	}
-	return &emptypb.Empty{}, nil
+	return &sandboxpb.UpdateSandboxResponse{}, nil
 }
 
 // criResources are the fields of CRI's LinuxContainerResources the pod
@@ -326,34 +309,19 @@ type criResources struct {
 	MemoryLimit int64 `json:"memory_limit_in_bytes"`
 }
 
-func updatedResources(sb string) (sandbox.PodResources, bool, error) {
-	if sb == "" {
+// updatedResources returns the pod resources in sb's extensions, and
+// whether there are any.
+func updatedResources(sb *types.Sandbox) (sandbox.PodResources, bool, error) {
+	a, ok := sb.GetExtensions()[updatedResourcesKey]
+	if !ok {
 		return sandbox.PodResources{}, false, nil
 	}
-	w, err := parseWire([]byte(sb))
-	if err != nil {
-		return sandbox.PodResources{}, false, err
+	var u struct{ Resources *criResources }
+	if err := json.Unmarshal(a.GetValue(), &u); err != nil {
+		return sandbox.PodResources{}, false, fmt.Errorf("decode %s: %w: %w", updatedResourcesKey, err, errdefs.ErrInvalidArgument)
 	}
-	for _, entry := range w.strs[7] {
-		e, err := parseWire([]byte(entry))
-		if err != nil {
-			return sandbox.PodResources{}, false, err
-		}
-		if e.str(1) != updatedResourcesKey {
-			continue
-		}
-		a, err := decodeAny(e.str(2))
-		if err != nil {
-			return sandbox.PodResources{}, false, err
-		}
-		var u struct{ Resources *criResources }
-		if err := json.Unmarshal(a.GetValue(), &u); err != nil {
-			return sandbox.PodResources{}, false, fmt.Errorf("decode %s: %w: %w", updatedResourcesKey, err, errdefs.ErrInvalidArgument)
-		}
-		if u.Resources == nil {
-			return sandbox.PodResources{}, false, nil
-		}
-		return sandbox.PodResources(*u.Resources), true, nil
+	if u.Resources == nil {
+		return sandbox.PodResources{}, false, nil
 	}
-	return sandbox.PodResources{}, false, nil
+	return sandbox.PodResources(*u.Resources), true, nil
 }

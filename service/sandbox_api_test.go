@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -17,8 +18,8 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
@@ -41,8 +42,9 @@ func TestMain(m *testing.M) {
 }
 
 // serveSandbox serves the Sandbox API over a Manager with a real reaper
-// and returns containerd's generated client for it: the messages the
-// service writes with protowire are read with the generated types.
+// and returns containerd's generated client for it: what the service reads
+// and writes with its trimmed copies of the messages, containerd writes
+// and reads with the upstream ones.
 func serveSandbox(t *testing.T) sandboxapi.TTRPCSandboxService {
 	t.Helper()
 	testutil.NeedRoot(t)
@@ -184,6 +186,60 @@ func TestSandboxAPI(t *testing.T) {
 	}
 }
 
+// TestSandboxServiceMatchesUpstream: the service is registered by hand
+// (the copies declare no service), so its name and method names are
+// checked against containerd's generated descriptor.
+func TestSandboxServiceMatchesUpstream(t *testing.T) {
+	up := sandboxapi.File_runtime_sandbox_v1_sandbox_proto.Services().ByName("Sandbox")
+	if up == nil {
+		t.Fatal("containerd's sandbox.proto has no service Sandbox")
+	}
+	if got, want := sandboxService, string(up.FullName()); got != want {
+		t.Errorf("service name: got %q, want %q", got, want)
+	}
+	var want []string
+	for i := range up.Methods().Len() {
+		want = append(want, string(up.Methods().Get(i).Name()))
+	}
+	got := slices.Collect(maps.Keys((&Sandbox{}).methods()))
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("methods: got %q, want %q", got, want)
+	}
+}
+
+// TestSandboxAPIUndecodable sends bytes that are not the request
+// message: the caller is told InvalidArgument, and no handler runs (the
+// Manager is nil).
+func TestSandboxAPIUndecodable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client := serveWith(ctx, t, func(s *ttrpc.Server) { RegisterSandbox(s, nil) })
+	tests := []struct {
+		name   string
+		method string
+		wire   []byte
+	}{
+		{"truncated", "StartSandbox", []byte{0x0a, 0x05, 'p'}},
+		{"sandbox id not UTF-8", "PingSandbox", []byte{0x0a, 0x01, 0xff}},
+		{"options not an Any", "CreateSandbox", []byte{0x0a, 0x01, 'p', 0x22, 0x03, 0x0a, 0x05, 'x'}},
+		{"sandbox not a Sandbox", "UpdateSandbox", []byte{0x0a, 0x01, 'p', 0x22, 0x02, 0x3a, 0x09}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// An Empty whose unknown fields are the bytes: proto.Marshal
+			// writes them verbatim.
+			req := &emptypb.Empty{}
+			req.ProtoReflect().SetUnknown(tt.wire)
+			err := client.Call(ctx, sandboxService, tt.method, req, &emptypb.Empty{})
+			if err := errgrpc.ToNative(err); !errdefs.IsInvalidArgument(err) {
+				t.Errorf("got %v, want InvalidArgument", err)
+			}
+		})
+	}
+}
+
 func TestUpdatedResources(t *testing.T) {
 	res, err := anypb.New(&anypb.Any{})
 	if err != nil {
@@ -192,16 +248,12 @@ func TestUpdatedResources(t *testing.T) {
 	// As typeurl stores CRI's UpdatedResources: JSON of the Go struct.
 	res.TypeUrl = "github.com/containerd/containerd/v2/internal/cri/server/podsandbox.UpdatedResources"
 	res.Value, _ = json.Marshal(map[string]any{"Resources": &cri.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 512, MemoryLimitInBytes: 1 << 30}})
-	sb, err := proto.Marshal(&types.Sandbox{SandboxID: "p", Extensions: map[string]*anypb.Any{"other": {TypeUrl: "x"}, updatedResourcesKey: res}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, ok, err := updatedResources(string(sb))
+	got, ok, err := updatedResources(&types.Sandbox{SandboxID: "p", Extensions: map[string]*anypb.Any{"other": {TypeUrl: "x"}, updatedResourcesKey: res}})
 	want := sandbox.PodResources{CPUPeriod: 100000, CPUQuota: 50000, CPUShares: 512, MemoryLimit: 1 << 30}
 	if err != nil || !ok || got != want {
 		t.Errorf("updatedResources: got %+v %v %v, want %+v", got, ok, err, want)
 	}
-	if _, ok, err := updatedResources(""); ok || err != nil {
+	if _, ok, err := updatedResources(nil); ok || err != nil {
 		t.Errorf("updatedResources of no sandbox: got %v %v, want nothing", ok, err)
 	}
 }
