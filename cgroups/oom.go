@@ -3,6 +3,7 @@ package cgroups
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,38 +13,144 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// OOMWatch calls back each time the kernel's OOM killer kills a process in
-// a container's memory cgroup; containerd's CRI turns the TaskOOM event
+// OOMWatcher calls back each time the kernel's OOM killer kills a process
+// in a watched memory cgroup; containerd's CRI turns the TaskOOM event
 // the caller publishes into the container's "OOMKilled" reason.
 //
-// It owns one goroutine, parked in the runtime's poller on one fd (an
-// eventfd on v1, an inotify fd on v2), so an idle container costs no
-// thread and no CPU. Close stops and joins it.
-type OOMWatch struct {
-	f *os.File
-	// ctl is v1's memory.oom_control, held while the eventfd is registered
-	// on it; nil on v2.
-	ctl *os.File
+// One watcher serves every container of the shim: each watch is one fd
+// (an eventfd on v1, an inotify fd on v2) in one epoll set, and one
+// goroutine waits on that set. The epoll fd itself sits in the Go
+// runtime's poller, so the goroutine holds no thread while it waits, and
+// a container costs two fds and a map entry rather than a goroutine and
+// its stack (issue 15: 21 KiB of stacks per container, one goroutine of
+// four being its OOM watch).
+//
+// Callbacks run on the watcher's goroutine, one at a time, with no lock
+// held; after a watch's Close returns, its callback is not running and
+// is not called again.
+type OOMWatcher struct {
+	// ep is the epoll set, in the runtime's poller; epfd is its number,
+	// kept apart because (*os.File).Fd would set it blocking.
+	ep   *os.File
+	epfd int
 	// done is closed when the goroutine has returned.
 	done chan struct{}
+
+	mu sync.Mutex
+	// Guarded by mu.
+	watches map[uint32]*OOMWatch
+	next    uint32
+	closed  bool
+	// busy is the watch whose callback runs now; idle is signalled when
+	// it returns, for a Close of that watch to wait on.
+	busy *OOMWatch
+	idle *sync.Cond
+}
+
+// OOMWatch is one memory cgroup watched by an OOMWatcher.
+type OOMWatch struct {
+	w   *OOMWatcher
+	key uint32
+	// fd is the eventfd or inotify fd, non-blocking, owned by the watch.
+	fd int
+	// ctl is v1's memory.oom_control, held while the eventfd is registered
+	// on it; nil on v2.
+	ctl    *os.File
+	kills  func() (uint64, error)
+	onKill func(uint64)
+	// v1: the eventfd is signalled when the cgroup goes under OOM, which
+	// the kernel does before its OOM killer runs (mm/memcontrol.c:
+	// mem_cgroup_oom notifies, then calls mem_cgroup_out_of_memory, which
+	// counts the kill), so the counter may not have risen yet when the
+	// watch reads it: a v1 signal on a cgroup that still exists counts as
+	// a kill, as containerd's v1 OOM watch (and so the runc shim) takes
+	// it. The exit-time read (OOMKills) dedupes by the counter.
+	v1 bool
+	// last is the counter's value the callback was last told; only the
+	// watcher's goroutine touches it after Watch returns.
+	last uint64
 	once sync.Once
 }
 
-// WatchOOM starts watching the memory cgroup among paths (v1's "memory",
+// NewOOMWatcher makes the epoll set and starts its goroutine; Close stops
+// and joins it.
+func NewOOMWatcher() (*OOMWatcher, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("OOM watcher: epoll: %w", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("OOM watcher: %w", err)
+	}
+	// A non-blocking fd goes into the runtime's poller: an epoll fd is
+	// readable while events are pending.
+	w := &OOMWatcher{
+		ep:      os.NewFile(uintptr(fd), "oom epoll"),
+		epfd:    fd,
+		done:    make(chan struct{}),
+		watches: make(map[uint32]*OOMWatch),
+	}
+	w.idle = sync.NewCond(&w.mu)
+	rc, err := w.ep.SyscallConn()
+	if err != nil {
+		w.ep.Close()
+		return nil, fmt.Errorf("OOM watcher: %w", err)
+	}
+	go w.run(rc)
+	return w, nil
+}
+
+// Watch starts watching the memory cgroup among paths (v1's "memory",
 // else the unified directory ""). A kill counts only if the cgroup's
 // oom_kill counter went up: v1 also signals the eventfd when the cgroup
 // is removed, and v2 when memory.events changes for any reason.
-func WatchOOM(paths map[string]string, onKill func(kills uint64)) (*OOMWatch, error) {
-	if dir := paths["memory"]; dir != "" {
-		return watchV1(dir, onKill)
+//
+// The counter is read now, before the caller lets the container run, so
+// that a kill right after start is not taken for the baseline; onKill is
+// then called once per rise of the counter, with its new value: the
+// Manager also reads the counter itself at the init's exit (OOMKills) and
+// uses the value to publish each kill once.
+func (w *OOMWatcher) Watch(paths map[string]string, onKill func(kills uint64)) (*OOMWatch, error) {
+	var (
+		x   *OOMWatch
+		err error
+	)
+	switch {
+	case paths["memory"] != "":
+		x, err = openV1(paths["memory"])
+	case paths[""] != "":
+		x, err = openV2(paths[""])
+	default:
+		return nil, fmt.Errorf("watch OOM: no memory cgroup: %w", os.ErrNotExist)
 	}
-	if dir := paths[""]; dir != "" {
-		return watchV2(dir, onKill)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("watch OOM: no memory cgroup: %w", os.ErrNotExist)
+	x.w, x.onKill = w, onKill
+	x.last, _ = x.kills()
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		x.release()
+		return nil, fmt.Errorf("watch OOM: watcher closed: %w", os.ErrClosed)
+	}
+	// The event's data is a key, not the fd: an fd closed by one watch's
+	// Close may be reused by the next Watch while an event for the old
+	// one is still in the goroutine's batch.
+	w.next++
+	x.key = w.next
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(x.key)}
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, x.fd, &ev); err != nil {
+		x.release()
+		return nil, fmt.Errorf("watch OOM: epoll add: %w", err)
+	}
+	w.watches[x.key] = x
+	return x, nil
 }
 
-func watchV1(dir string, onKill func(uint64)) (_ *OOMWatch, retErr error) {
+func openV1(dir string) (_ *OOMWatch, retErr error) {
 	control := filepath.Join(dir, "memory.oom_control")
 	ctl, err := os.Open(control)
 	if err != nil {
@@ -58,78 +165,145 @@ func watchV1(dir string, onKill func(uint64)) (_ *OOMWatch, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("watch OOM: eventfd: %w", err)
 	}
-	f := os.NewFile(uintptr(efd), "oom eventfd")
+	// ctl is a plain file (not pollable): Fd does not change its mode.
 	reg := fmt.Sprintf("%d %d", efd, ctl.Fd())
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.event_control"), []byte(reg), 0); err != nil {
-		f.Close()
+		unix.Close(efd)
 		return nil, fmt.Errorf("watch OOM: register on %s: %w", control, err)
 	}
-	w := &OOMWatch{f: f, ctl: ctl, done: make(chan struct{})}
-	w.start(func() (uint64, error) { return oomKills(control, "oom_kill ") }, onKill)
-	return w, nil
+	return &OOMWatch{fd: efd, ctl: ctl, v1: true, kills: func() (uint64, error) { return oomKills(control, "oom_kill ") }}, nil
 }
 
-func watchV2(dir string, onKill func(uint64)) (*OOMWatch, error) {
+func openV2(dir string) (*OOMWatch, error) {
 	events := filepath.Join(dir, "memory.events")
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("watch OOM: inotify: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "oom inotify")
 	if _, err := unix.InotifyAddWatch(fd, events, unix.IN_MODIFY); err != nil {
-		f.Close()
+		unix.Close(fd)
 		return nil, fmt.Errorf("watch OOM: watch %s: %w", events, err)
 	}
-	w := &OOMWatch{f: f, done: make(chan struct{})}
-	w.start(func() (uint64, error) { return oomKills(events, "oom_kill ") }, onKill)
-	return w, nil
+	return &OOMWatch{fd: fd, kills: func() (uint64, error) { return oomKills(events, "oom_kill ") }}, nil
 }
 
-// start reads the kill counter now, before the caller lets the container
-// run, so that a kill right after start is not taken for the baseline;
-// then a goroutine waits for notifications until Close and calls onKill
-// once per rise of the counter, with the counter's new value: the Manager
-// also reads the counter itself at the init's exit (OOMKills) and uses the
-// value to publish each kill once.
-func (w *OOMWatch) start(kills func() (uint64, error), onKill func(uint64)) {
-	last, _ := kills()
-	go w.run(last, kills, onKill)
-}
-
-func (w *OOMWatch) run(last uint64, kills func() (uint64, error), onKill func(uint64)) {
+// run waits on the epoll set until Close, and hands each ready watch to
+// fire.
+func (w *OOMWatcher) run(rc interface {
+	Read(func(fd uintptr) bool) error
+}) {
 	defer close(w.done)
-	buf := make([]byte, 4096)
+	events := make([]unix.EpollEvent, 16)
 	for {
-		if _, err := w.f.Read(buf); err != nil {
-			// Closed by Close, or an fd the kernel has given up on.
-			return
-		}
-		n, err := kills()
+		var n int
+		err := rc.Read(func(fd uintptr) bool {
+			var err error
+			n, err = unix.EpollWait(int(fd), events, 0)
+			// Nothing pending (or an interrupted call): park in the
+			// runtime's poller until the set is readable again.
+			return !(n == 0 || errors.Is(err, unix.EINTR))
+		})
 		if err != nil {
-			// The cgroup is gone: nothing more will be killed in it.
+			// Closed by Close.
 			return
 		}
-		for last < n {
-			last++
-			onKill(last)
+		for _, ev := range events[:n] {
+			w.fire(uint32(ev.Fd))
 		}
 	}
 }
 
-// Close stops the watch and waits for its goroutine.
-func (w *OOMWatch) Close() {
-	w.once.Do(func() {
-		w.f.Close()
-		<-w.done
-		if w.ctl != nil {
-			w.ctl.Close()
+// fire drains a ready watch's fd and calls its callback once per rise of
+// the kill counter, with the watcher's lock released.
+func (w *OOMWatcher) fire(key uint32) {
+	w.mu.Lock()
+	x := w.watches[key]
+	if x == nil {
+		// Closed since the event was queued.
+		w.mu.Unlock()
+		return
+	}
+	w.busy = x
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.busy = nil
+		w.idle.Broadcast()
+		w.mu.Unlock()
+	}()
+
+	var buf [4096]byte
+	for {
+		// Level-triggered: drain, or the set stays readable.
+		if _, err := unix.Read(x.fd, buf[:]); err != nil {
+			break
 		}
+	}
+	n, err := x.kills()
+	if err != nil {
+		// The cgroup is gone: nothing more will be killed in it. Its
+		// fd stays in the set until the watch's Close; v1's eventfd
+		// fires once at removal and then stays quiet.
+		return
+	}
+	if x.v1 && n <= x.last {
+		n = x.last + 1
+	}
+	for x.last < n {
+		x.last++
+		x.onKill(x.last)
+	}
+}
+
+// Close stops the watch: when it returns the callback is not running and
+// will not run again.
+func (x *OOMWatch) Close() {
+	x.once.Do(func() {
+		w := x.w
+		w.mu.Lock()
+		if w.watches[x.key] == x {
+			delete(w.watches, x.key)
+			_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
+		}
+		for w.busy == x {
+			w.idle.Wait()
+		}
+		w.mu.Unlock()
+		x.release()
 	})
 }
 
+func (x *OOMWatch) release() {
+	unix.Close(x.fd)
+	if x.ctl != nil {
+		x.ctl.Close()
+	}
+}
+
+// Close stops the watcher's goroutine and every watch still open.
+func (w *OOMWatcher) Close() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		<-w.done
+		return
+	}
+	w.closed = true
+	open := make([]*OOMWatch, 0, len(w.watches))
+	for _, x := range w.watches {
+		open = append(open, x)
+	}
+	w.mu.Unlock()
+	for _, x := range open {
+		x.Close()
+	}
+	w.ep.Close()
+	<-w.done
+}
+
 // OOMKills reads the OOM killer's kill counter of the memory cgroup among
-// paths (v1's "memory", else the unified directory ""), as WatchOOM
-// watches it.
+// paths (v1's "memory", else the unified directory ""), as Watch watches
+// it.
 func OOMKills(paths map[string]string) (uint64, error) {
 	if dir := paths["memory"]; dir != "" {
 		return oomKills(filepath.Join(dir, "memory.oom_control"), "oom_kill ")

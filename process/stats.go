@@ -32,16 +32,16 @@ func (p *Init) Stats(ctx context.Context) (proto.Message, error) {
 	return m, nil
 }
 
-// WatchOOM calls onKill, with the cgroup's kill counter, each time the OOM
-// killer kills a process of the container, until the container is
-// deleted. The caller publishes it as TaskOOM, which containerd's CRI
-// reports as the container's "OOMKilled".
-func (p *Init) WatchOOM(onKill func(kills uint64)) error {
+// WatchOOM has watcher call onKill, with the cgroup's kill counter, each
+// time the OOM killer kills a process of the container, until the
+// container is deleted. The caller publishes it as TaskOOM, which
+// containerd's CRI reports as the container's "OOMKilled".
+func (p *Init) WatchOOM(watcher *cgroups.OOMWatcher, onKill func(kills uint64)) error {
 	paths, err := p.cgroupPaths()
 	if err != nil {
 		return fmt.Errorf("watch OOM of %q: %w", p.cfg.ID, err)
 	}
-	w, err := cgroups.WatchOOM(paths, onKill)
+	w, err := watcher.Watch(paths, onKill)
 	if err != nil {
 		return fmt.Errorf("watch OOM of %q: %w", p.cfg.ID, err)
 	}

@@ -26,6 +26,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/cgroups"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/ociruntime"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/process"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/reaper"
@@ -74,6 +75,12 @@ type Manager struct {
 	wg     sync.WaitGroup
 	// life decides when the shim may exit (lifetime.go).
 	life *lifetime
+	// oom is the one OOM watcher of every container, made at the first
+	// container's create (a shim that only answers `delete` or holds a
+	// pod makes none) and closed by Close.
+	oomOnce sync.Once
+	oom     *cgroups.OOMWatcher
+	oomErr  error
 
 	mu sync.Mutex
 	// containers maps id to container, including ones still being
@@ -253,12 +260,26 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, sp *spec, engin
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := p.WatchOOM(func(kills uint64) { m.exits.oom(req.ID, kills) }); err != nil {
+	err = m.watchOOM(p, func(kills uint64) { m.exits.oom(req.ID, kills) })
+	if err != nil {
 		// Without the watch an OOM kill is still an exit; only CRI's
 		// "OOMKilled" reason is lost.
 		log.G(ctx).WithError(err).WithField("id", req.ID).Warn("no OOM watch")
 	}
 	return p, pid, nil
+}
+
+// watchOOM has the shim's OOM watcher watch the container of p.
+func (m *Manager) watchOOM(p *process.Init, onKill func(uint64)) error {
+	m.oomOnce.Do(func() { m.oom, m.oomErr = cgroups.NewOOMWatcher() })
+	if m.oomErr != nil {
+		return m.oomErr
+	}
+	if m.oom == nil {
+		// Close ran first.
+		return fmt.Errorf("watch OOM: shim closing: %w", os.ErrClosed)
+	}
+	return p.WatchOOM(m.oom, onKill)
 }
 
 // children is what starts logging binaries: the reaper, or nothing.
@@ -454,6 +475,11 @@ func (m *Manager) Connect(ctx context.Context, id string) (shimPid, taskPid int,
 // Close publishes what is queued (bounded by ctx), stops the reaper loop
 // and waits for it, the publisher and any follow-up still running.
 func (m *Manager) Close(ctx context.Context) error {
+	// No OOM callback after this: they push events.
+	m.oomOnce.Do(func() {})
+	if m.oom != nil {
+		m.oom.Close()
+	}
 	err := m.events.close(ctx)
 	m.cancel()
 	close(m.stop)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -467,5 +468,26 @@ func TestAdjustOOMScore(t *testing.T) {
 	}
 	if got, _ := strconv.Atoi(strings.TrimSpace(string(data))); got != want {
 		t.Errorf("oom_score_adj: got %d, want %d", got, want)
+	}
+}
+
+// TestDaemonEnv: the daemon runs with one P unless the node set
+// GOMAXPROCS, which is kept; the caller's slice is not written.
+func TestDaemonEnv(t *testing.T) {
+	base := make([]string, 1, 8)
+	base[0] = "PATH=/bin"
+	got := daemonEnv(base, "/run/t.sock")
+	want := []string{"PATH=/bin", "TTRPC_ADDRESS=/run/t.sock", "GOMAXPROCS=1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("daemonEnv = %v, want %v", got, want)
+	}
+	if extra := base[:2]; extra[1] != "" {
+		t.Errorf("daemonEnv wrote into the caller's backing array: %q", extra[1])
+	}
+	set := []string{"GOMAXPROCS=4", "PATH=/bin"}
+	got = daemonEnv(set, "/t")
+	want = []string{"GOMAXPROCS=4", "PATH=/bin", "TTRPC_ADDRESS=/t"}
+	if !slices.Equal(got, want) {
+		t.Errorf("daemonEnv = %v, want %v", got, want)
 	}
 }
