@@ -57,6 +57,13 @@ func startHolder(starter holderStarter, exe string, hs holderSpec, ipcNode, utsN
 	cmd := exec.Command(exe, HolderArg, string(arg))
 	cmd.Args[0] = "pod-holder"
 	cmd.Dir = "/"
+	// One P: the holder runs one goroutine, and each P the runtime
+	// starts with (one per CPU) costs it memory for the pod's lifetime.
+	// Measured USS 1457 -> 1297 KiB with 2 CPUs, 2832 -> 1297 KiB with
+	// 64 Ps. Only the environment sets it before the runtime and the
+	// package inits start; runtime.GOMAXPROCS(1) in RunHolder comes after
+	// them and measured about 450 KiB worse than not calling it.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	cmd.ExtraFiles = []*os.File{w}
 	var flags uintptr
 	if !ipcNode {
