@@ -21,9 +21,9 @@ import (
 )
 
 // HolderArg, as argv[1], runs the shim binary as a pod holder (RunHolder):
-// cmd checks it before anything else, and locks the main goroutine to the
-// main thread in its init, so that the setns below applies to the thread
-// whose namespaces /proc/<pid>/ns shows.
+// cmd checks it in its init, before main, and runs RunHolder there, on
+// the main thread, so that the setns below applies to the thread whose
+// namespaces /proc/<pid>/ns shows, and waitStop waits on it.
 const HolderArg = "__pod-holder"
 
 // holderSpec is what the shim tells a holder it starts, as JSON in
@@ -254,7 +254,7 @@ func setupHolder(hs holderSpec) error {
 // set and no_new_privs are per thread: AllThreadsSyscall sets them on
 // every thread of the shipped (CGO_ENABLED=0) binary; a cgo build (the
 // race-enabled tests) cannot, and drops them on the main thread only,
-// the one the holder's own code runs on (cmd locks it). Best effort: a
+// the one the holder's own code runs on. Best effort: a
 // failure leaves a holder that does nothing with what it holds.
 func dropPrivileges() {
 	all := func(trap, a1, a2, a3 uintptr) syscall.Errno {
