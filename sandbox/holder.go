@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +10,10 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unsafe"
 
 	runc "github.com/containerd/go-runc"
@@ -18,9 +21,9 @@ import (
 )
 
 // HolderArg, as argv[1], runs the shim binary as a pod holder (RunHolder):
-// cmd checks it before anything else, and locks the main goroutine to the
-// main thread in its init, so that the setns below applies to the thread
-// whose namespaces /proc/<pid>/ns shows.
+// cmd checks it in its init, before main, and runs RunHolder there, on
+// the main thread, so that the setns below applies to the thread whose
+// namespaces /proc/<pid>/ns shows, and waitStop waits on it.
 const HolderArg = "__pod-holder"
 
 // holderSpec is what the shim tells a holder it starts, as JSON in
@@ -57,6 +60,13 @@ func startHolder(starter holderStarter, exe string, hs holderSpec, ipcNode, utsN
 	cmd := exec.Command(exe, HolderArg, string(arg))
 	cmd.Args[0] = "pod-holder"
 	cmd.Dir = "/"
+	// One P: the holder runs one goroutine, and each P the runtime
+	// starts with (one per CPU) costs it memory for the pod's lifetime.
+	// Measured USS 1457 -> 1297 KiB with 2 CPUs, 2832 -> 1297 KiB with
+	// 64 Ps. Only the environment sets it before the runtime and the
+	// package inits start; runtime.GOMAXPROCS(1) in RunHolder comes after
+	// them and measured about 450 KiB worse than not calling it.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	cmd.ExtraFiles = []*os.File{w}
 	var flags uintptr
 	if !ipcNode {
@@ -85,15 +95,39 @@ func startHolder(starter holderStarter, exe string, hs holderSpec, ipcNode, utsN
 		_ = cmd.Process.Release()
 		return nil, nil, fmt.Errorf("pod holder: %s", strings.TrimSpace(string(msg)))
 	}
+	awaitStopWait(cmd.Process.Pid)
 	return cmd, ch, nil
+}
+
+// holderWaitBound bounds awaitStopWait.
+const holderWaitBound = time.Second
+
+// awaitStopWait returns once the holder's main thread waits for its stop
+// signals (waitStop), so that a SIGTERM sent as soon as StartSandbox
+// returns is taken there and ends the holder with status 0, not by the
+// signal. The holder closes its pipe just before the wait; proc(5)'s
+// /proc/<pid>/syscall names the system call a blocked thread is in. It
+// gives up, leaving that window open, if the file cannot be read (the
+// holder is gone, ptrace access is denied) or after holderWaitBound.
+func awaitStopWait(pid int) {
+	path := fmt.Sprintf("/proc/%d/task/%d/syscall", pid, pid)
+	want := []byte(strconv.Itoa(unix.SYS_RT_SIGTIMEDWAIT) + " ")
+	deadline := time.Now().Add(holderWaitBound)
+	for {
+		b, err := os.ReadFile(path)
+		if err != nil || bytes.HasPrefix(b, want) || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
 }
 
 // RunHolder is the pod holder: argv is what follows HolderArg. It joins
 // the pod's network namespace, sets the hostname and the namespaced
-// sysctls, drops its capabilities and then only waits: for SIGTERM or
-// SIGINT, which end it (and so the pod), and, as PID 1 of the pod's PID
-// namespace, for orphans to reap. Its setup failure goes to fd 3, which
-// it closes once set up.
+// sysctls, drops its capabilities and then only waits for SIGTERM or
+// SIGINT, which end it (and so the pod) with status 0. As PID 1 of the
+// pod's PID namespace it has the kernel reap the pod's orphans. Its
+// setup failure goes to fd 3, which it closes once set up.
 func RunHolder(argv []string) int {
 	ready := os.NewFile(3, "ready")
 	fail := func(err error) int {
@@ -108,25 +142,79 @@ func RunHolder(argv []string) int {
 	if err := json.Unmarshal([]byte(argv[0]), &hs); err != nil {
 		return fail(fmt.Errorf("parse spec: %w", err))
 	}
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, unix.SIGTERM, unix.SIGINT)
-	var chld chan os.Signal
 	if hs.PidNS {
-		chld = make(chan os.Signal, 1)
-		signal.Notify(chld, unix.SIGCHLD)
+		// The pod's orphans are reparented to the holder, PID 1 of the
+		// pod's PID namespace (the shim, a subreaper, is outside it).
+		// With SIGCHLD ignored the kernel reaps them as they exit, and
+		// those already dead when reparented, so none stays a zombie
+		// and the holder needs no goroutine or wait4 loop for them.
+		signal.Ignore(unix.SIGCHLD)
 	}
 	if err := setupHolder(hs); err != nil {
 		return fail(err)
 	}
 	ready.Close()
+	if err := waitStop(); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// kernelSigsetSize is the kernel's sigset_t size (_NSIG/8), which
+// rt_sigtimedwait requires; 16 on mips, which the shim is not built for.
+const kernelSigsetSize = 8
+
+// waitStop returns once the holder is sent SIGTERM or SIGINT. It waits
+// in rt_sigtimedwait on the main thread rather than through os/signal,
+// whose Notify keeps a goroutine and two threads for the pod's lifetime
+// (the runtime's signal-mask thread and os/signal's receiver): measured
+// 6.8 -> 4.2 threads and 78 KiB less USS, plus 16 KiB of kernel stack
+// per thread.
+//
+// kill(2) of the holder's pid or process group offers the signal to the
+// main thread, the thread group leader, whenever that thread does not
+// block it, and rt_sigtimedwait unblocks the waited signals for the wait
+// and takes them without running a handler. Every other signal is
+// blocked on this thread first, so that none interrupts the wait (they
+// go to the other threads and the runtime's handlers, as before). A
+// SIGTERM sent before the wait meets the runtime's default instead and
+// ends the holder by the signal (status 143): the shim sends none during
+// setup (it stops only a ready pod), and startHolder returns only once
+// the wait has begun (awaitStopWait).
+//
+// It must run on the main thread, its goroutine locked there, and
+// nothing may need that thread to take a signal after it starts:
+// syscall.AllThreadsSyscall (dropPrivileges) signals every thread.
+func waitStop() error {
+	var all unix.Sigset_t
+	for i := range all.Val {
+		all.Val[i] = ^all.Val[i] // every signal
+	}
+	// Cannot fail: a valid how and set.
+	_ = unix.PthreadSigmask(unix.SIG_BLOCK, &all, nil)
+	stop := sigset(unix.SIGTERM, unix.SIGINT)
 	for {
-		select {
-		case <-term:
-			return 0
-		case <-chld:
-			reapOrphans()
+		_, _, e := unix.Syscall6(unix.SYS_RT_SIGTIMEDWAIT, uintptr(unsafe.Pointer(&stop)), 0, 0, kernelSigsetSize, 0, 0)
+		switch e {
+		case 0:
+			return nil
+		case unix.EINTR:
+			// SIGSTOP and SIGCONT, which no mask holds off.
+		default:
+			// EINVAL: a wrong kernelSigsetSize. Ending beats spinning.
+			return fmt.Errorf("rt_sigtimedwait: %w", e)
 		}
 	}
+}
+
+// sigset is the set of sigs in the kernel's layout: signal n is bit n-1.
+func sigset(sigs ...unix.Signal) unix.Sigset_t {
+	var set unix.Sigset_t
+	bits := int(unsafe.Sizeof(set.Val[0])) * 8
+	for _, s := range sigs {
+		set.Val[(int(s)-1)/bits] |= 1 << ((int(s) - 1) % bits)
+	}
+	return set
 }
 
 func setupHolder(hs holderSpec) error {
@@ -166,7 +254,7 @@ func setupHolder(hs holderSpec) error {
 // set and no_new_privs are per thread: AllThreadsSyscall sets them on
 // every thread of the shipped (CGO_ENABLED=0) binary; a cgo build (the
 // race-enabled tests) cannot, and drops them on the main thread only,
-// the one the holder's own code runs on (cmd locks it). Best effort: a
+// the one the holder's own code runs on. Best effort: a
 // failure leaves a holder that does nothing with what it holds.
 func dropPrivileges() {
 	all := func(trap, a1, a2, a3 uintptr) syscall.Errno {
@@ -188,19 +276,5 @@ func dropPrivileges() {
 	// valid (a uintptr held in a variable does not keep its object).
 	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e == syscall.ENOTSUP {
 		_, _, _ = syscall.RawSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
-	}
-}
-
-// reapOrphans collects every exited child without blocking.
-func reapOrphans() {
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || pid <= 0 {
-			return
-		}
 	}
 }

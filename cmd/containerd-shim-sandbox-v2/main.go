@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"github.com/containerd/log"
 
@@ -64,13 +63,18 @@ func parseFlags(args []string) (flags, error) {
 	return f, nil
 }
 
-// init keeps the pod holder's main goroutine on the main thread: the
-// holder joins the pod's network namespace with setns, which moves one
-// thread, and /proc/<pid>/ns/net (what CRI gives every container) shows
-// the main thread's.
+// init runs the pod holder (sandbox/holder.go), which needs the main
+// thread: it joins the pod's network namespace with setns, which moves
+// one thread, and /proc/<pid>/ns/net (what CRI gives every container)
+// shows the main thread's; it waits for its stop signals there too.
+// Init functions run on the main thread, the runtime holding them there
+// (see runtime.LockOSThread), so running the holder here, after every
+// package's init, spares the thread runtime.LockOSThread would start
+// (the runtime's template thread): measured 4.2 -> 3.2 threads per
+// holder, USS unchanged.
 func init() {
 	if isHolder(os.Args) {
-		runtime.LockOSThread()
+		os.Exit(sandbox.RunHolder(os.Args[2:]))
 	}
 }
 
@@ -79,11 +83,6 @@ func isHolder(args []string) bool {
 }
 
 func main() {
-	// The pod holder (sandbox/holder.go) before anything else: no flags,
-	// no logging, nothing that starts goroutines.
-	if isHolder(os.Args) {
-		os.Exit(sandbox.RunHolder(os.Args[2:]))
-	}
 	f, err := parseFlags(os.Args)
 	if err != nil {
 		os.Exit(2)
