@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 )
 
 // TestHolderStopSignals: SIGTERM and SIGINT end a ready holder with
@@ -40,6 +43,7 @@ func TestHolderStopSignals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			waitInStopWait(t, st.Pid)
 			if err := unix.Kill(st.Pid, tc.sig); err != nil {
 				t.Fatal(err)
 			}
@@ -49,6 +53,20 @@ func TestHolderStopSignals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitInStopWait waits until the holder's main thread is in waitStop's
+// rt_sigtimedwait (proc(5): /proc/<pid>/task/<tid>/syscall names the
+// system call a blocked thread is in): a signal before that ends it with
+// 143, which is not what the test is about.
+func waitInStopWait(t *testing.T, pid int) {
+	t.Helper()
+	path := fmt.Sprintf("/proc/%d/task/%d/syscall", pid, pid)
+	want := strconv.Itoa(unix.SYS_RT_SIGTIMEDWAIT) + " "
+	testutil.WaitFor(t, 5*time.Second, "the holder in rt_sigtimedwait", func() bool {
+		b, err := os.ReadFile(path)
+		return err == nil && strings.HasPrefix(string(b), want)
+	})
 }
 
 // TestHolderFootprint: the holder runs with one P and a bounded number
