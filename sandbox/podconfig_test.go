@@ -307,3 +307,37 @@ func TestApplyPodResources(t *testing.T) {
 		}
 	})
 }
+
+// TestHostsFile: the pod's hosts file is the node's, verbatim when it
+// names the pod's hostname (a host-network pod: the pause path's copy),
+// else with a loopback line naming it; without the node's file, the
+// localhost lines.
+func TestHostsFile(t *testing.T) {
+	old := etcHosts
+	t.Cleanup(func() { etcHosts = old })
+	etcHosts = filepath.Join(t.TempDir(), "hosts")
+	node := "127.0.0.1 localhost\n10.0.0.1 node1 node1.example # the node\n10.0.0.9 alias"
+	if err := os.WriteFile(etcHosts, []byte(node), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ hostname, want string }{
+		{"node1", node},
+		{"node1.example", node},
+		{"", node},
+		{"pod-a", node + "\n127.0.1.1\tpod-a\n"},
+		{"the", node + "\n127.0.1.1\tthe\n"}, // in a comment only
+		{"10.0.0.1", node + "\n127.0.1.1\t10.0.0.1\n"},
+	} {
+		got, err := hostsFile(tc.hostname)
+		if err != nil || string(got) != tc.want {
+			t.Errorf("hostsFile(%q) = %q, %v; want %q", tc.hostname, got, err, tc.want)
+		}
+	}
+	if err := os.Remove(etcHosts); err != nil {
+		t.Fatal(err)
+	}
+	got, err := hostsFile("pod-a")
+	if want := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tpod-a\n"; err != nil || string(got) != want {
+		t.Errorf("hostsFile without the node's = %q, %v; want %q", got, err, want)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -58,11 +59,11 @@ func (f podFiles) write(c *PodConfig, hostname string) error {
 	if err := writeFileAtomic(f.dir, "hostname", []byte(hostname+"\n")); err != nil {
 		return fmt.Errorf("pod hostname file: %w", err)
 	}
-	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-	if hostname != "" {
-		hosts += "127.0.1.1\t" + hostname + "\n"
+	hosts, err := hostsFile(hostname)
+	if err != nil {
+		return fmt.Errorf("pod hosts file: %w", err)
 	}
-	if err := writeFileAtomic(f.dir, "hosts", []byte(hosts)); err != nil {
+	if err := writeFileAtomic(f.dir, "hosts", hosts); err != nil {
 		return fmt.Errorf("pod hosts file: %w", err)
 	}
 	resolv, err := resolvConf(c.DNS)
@@ -91,6 +92,43 @@ func (f podFiles) write(c *PodConfig, hostname string) error {
 		return fmt.Errorf("mount pod shm: %w", err)
 	}
 	return nil
+}
+
+// etcHosts is the node's hosts file; a variable for tests.
+var etcHosts = "/etc/hosts"
+
+// hostsFile is the pod's /etc/hosts: the node's, as the pause path copies
+// it (the kubelet mounts its own over it for most pods), and, where that
+// does not name the pod's hostname (a pod with a hostname of its own),
+// a loopback line naming it, so that the pod resolves its own name as a
+// pause-mode pod resolves the node's. A node without the file gets the
+// localhost lines.
+func hostsFile(hostname string) ([]byte, error) {
+	data, err := os.ReadFile(etcHosts)
+	if errors.Is(err, os.ErrNotExist) {
+		data, err = []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if hostname == "" || hostsNames(data, hostname) {
+		return data, nil
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		data = append(data, '\n')
+	}
+	return append(data, "127.0.1.1\t"+hostname+"\n"...), nil
+}
+
+// hostsNames reports whether a hosts file has an entry naming name.
+func hostsNames(hosts []byte, name string) bool {
+	for _, line := range strings.Split(string(hosts), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if f := strings.Fields(line); len(f) > 1 && slices.Contains(f[1:], name) {
+			return true
+		}
+	}
+	return false
 }
 
 // resolvConf is the pause path's (parseDNSOptions upstream); without a

@@ -515,6 +515,11 @@ func testCRIPodFiles(t *testing.T, e *criEnv) {
 		if !hostsNames(hosts, hostname) || !hostsNames(hosts, "localhost") {
 			t.Errorf("%s: /etc/hosts names not both %q and localhost:\n%s", name, hostname, hosts)
 		}
+		// The pause path copies the node's; the shim does too when it
+		// names the pod's hostname, as a host-network pod's does.
+		if node, err := os.ReadFile("/etc/hosts"); err == nil && hostsNames(string(node), hostname) && hosts != string(node) {
+			t.Errorf("%s: /etc/hosts\n%q, want the node's\n%q", name, hosts, node)
+		}
 		if got := string(e.execSync(id, 10, "cat", "/etc/resolv.conf")); got != podDNSResolvConf {
 			t.Errorf("%s: /etc/resolv.conf\n%q, want\n%q", name, got, podDNSResolvConf)
 		}
