@@ -170,6 +170,9 @@ func run() int {
 	if runErr != nil && b.d != nil && !opts.keep {
 		fmt.Fprintln(os.Stderr, b.d.logTail(8<<10))
 	}
+	if runErr != nil && b.cri != nil && b.cri.daemon != nil && !opts.keep {
+		fmt.Fprintln(os.Stderr, b.cri.logTail(8<<10))
+	}
 	problems := b.teardown(r)
 
 	if !b.rep.empty() {
