@@ -160,7 +160,7 @@ func run() int {
 	defer cancel()
 
 	start := time.Now()
-	b := &bench{opts: opts, ns: fmt.Sprintf("shimbench-%d", os.Getpid()), rep: &report{}}
+	b := &bench{opts: opts, ns: fmt.Sprintf("shimbench-%d", os.Getpid()), rep: &report{Rows: []row{}}}
 	r, err := startReaper()
 	if err != nil {
 		return fail("become child subreaper: %v", err)
