@@ -203,10 +203,10 @@ func (b *bench) criMemory(ctx context.Context, modes []criMode, rep *criReport) 
 			return err
 		}
 	}
-	sum := func(a, b []float64) []float64 {
-		s := make([]float64, len(a))
-		for i := range a {
-			s[i] = a[i] + b[i]
+	sum := func(x, y []float64) []float64 {
+		s := make([]float64, len(x))
+		for i := range x {
+			s[i] = x[i] + y[i]
 		}
 		return s
 	}
