@@ -79,12 +79,16 @@ func describePids(pids []int) string {
 }
 
 // teardown removes everything this run made, only that and only by pid
-// or path: its containers, its containerd, shims running from its bin,
-// mounts under its directory, its namespace's cgroups and runc state
+// or path: the CRI section's pods and containerd if it failed, its
+// containers, its containerd, shims running from its bin, mounts under
+// its directory, its namespace's cgroups and runc state
 // directory, and (unless keep) the directory. It returns what it had to
 // force.
 func (b *bench) teardown(r *reaper) []string {
 	var problems []string
+	if b.cri != nil {
+		problems = append(problems, b.cri.teardown()...)
+	}
 	if b.d != nil && b.d.client != nil {
 		ctx, cancel := context.WithTimeout(b.nsContext(context.Background()), time.Minute)
 		if ids := ctrd.DeleteAll(ctx, b.d.client); len(ids) > 0 {

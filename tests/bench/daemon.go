@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -29,16 +30,21 @@ type daemon struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once cmd.Wait has returned
 	client *client.Client
+	// cri is the CRI plugins' part of the config (cri_daemon.go); "" for
+	// a daemon with CRI disabled.
+	cri string
 }
 
-// startDaemon copies the shims into dir/bin, writes a config (schema 3)
-// and starts containerd from containerdDir, waiting until it serves.
-func startDaemon(ctx context.Context, dir, containerdDir string, shims map[string]string) (*daemon, error) {
+// startDaemon copies the shims into dir/bin, writes a config (schema 3;
+// with cri, that CRI part and the CRI plugins enabled) and starts
+// containerd from containerdDir, waiting until it serves.
+func startDaemon(ctx context.Context, dir, containerdDir string, shims map[string]string, cri string) (*daemon, error) {
 	d := &daemon{
 		dir:  dir,
 		bin:  filepath.Join(dir, "bin"),
 		sock: filepath.Join(dir, "containerd.sock"),
 		log:  filepath.Join(dir, "containerd.log"),
+		cri:  cri,
 	}
 	if err := os.MkdirAll(d.bin, 0o755); err != nil {
 		return nil, err
@@ -84,6 +90,9 @@ func (d *daemon) state() string { return filepath.Join(d.dir, "state") }
 func (d *daemon) config() string {
 	// The bench's daemon is a 2.4.2 with a version 3 config.
 	disabled := ctrd.DisabledPlugins(3)
+	if d.cri != "" {
+		disabled = slices.DeleteFunc(disabled, func(p string) bool { return slices.Contains(criPlugins, p) })
+	}
 	quoted := make([]string, len(disabled))
 	for i, p := range disabled {
 		quoted[i] = fmt.Sprintf("%q", p)
@@ -94,6 +103,7 @@ func (d *daemon) config() string {
 	fmt.Fprintf(&b, "[grpc]\n  address = %q\n", d.sock)
 	fmt.Fprintf(&b, "[ttrpc]\n  address = %q\n", d.sock+".ttrpc")
 	fmt.Fprintf(&b, "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = %q\n", filepath.Join(d.dir, "opt"))
+	b.WriteString(d.cri)
 	return b.String()
 }
 

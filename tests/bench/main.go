@@ -8,7 +8,9 @@
 // runtimes alternating A B A B in one run, so that a noisy machine hits
 // both equally. Every figure is printed with p50 and p95 (or the value)
 // for both and the ratio this/runc-v2, as a table on stdout and, with
-// -json, as JSON. Progress goes to stderr.
+// -json, as JSON. Progress goes to stderr. The cri section has a
+// containerd of its own with CRI on, and a table of its own: three modes,
+// p50 and p90, two ratios to the runc shim's.
 //
 // Sections (-sections, in this order): lifecycle and floor (one
 // alternation: a /bin/true container standalone and as a pod's next
@@ -16,8 +18,11 @@
 // kill (Kill(SIGKILL) to exit), stdout (256 MiB), stdin (a line through
 // cat), pod (K = 1, 10, 30 containers: shim tree memory, idle CPU), node
 // (10 one-container pods), startall (30 containers of one pod started,
-// then stopped, concurrently). A shim still running between sections is
-// an error: it would share pages with the next section's shims.
+// then stopped, concurrently), cri (cri.go: pods through the CRI plugin
+// of a second private containerd, in three modes: this shim without and
+// with a pause container, the runc shim with one). A shim still running
+// between sections is an error: it would share pages with the next
+// section's shims.
 //
 // It needs root. It removes what it made (its containers, containerd,
 // shims, mounts, cgroups) by pid and path, and exits non-zero if anything
@@ -48,6 +53,8 @@ type options struct {
 	warmup     int
 	rounds     int
 	ioRounds   int
+	criPods    int
+	pause      string
 	idle       time.Duration
 	sections   []string
 	jsonPath   string
@@ -82,6 +89,7 @@ var sections = []section{
 	{"pod", (*bench).podMemory},
 	{"node", (*bench).nodeMemory},
 	{"startall", (*bench).startAll},
+	{"cri", (*bench).criSection},
 }
 
 func parseFlags() (options, error) {
@@ -98,6 +106,8 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.warmup, "warmup", 2, "unmeasured iterations per runtime before each latency figure")
 	flag.IntVar(&o.rounds, "rounds", 3, "pods per runtime of the start-all figure")
 	flag.IntVar(&o.ioRounds, "stdout-rounds", 5, "runs per runtime of the stdout throughput figure")
+	flag.IntVar(&o.criPods, "cri-pods", 10, "pods per mode of the CRI memory figure")
+	flag.StringVar(&o.pause, "pause", "", "a static pause binary for the CRI pause image, instead of building tests/cmd/pause")
 	flag.DurationVar(&o.idle, "idle", 10*time.Second, "idle window for the pod CPU figure")
 	list := flag.String("sections", strings.Join(names, ","), "comma-separated sections to run")
 	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
@@ -122,8 +132,8 @@ func parseFlags() (options, error) {
 	if len(o.sections) == 0 {
 		return o, errors.New("-sections: none selected")
 	}
-	if o.n < 1 || o.warmup < 0 || o.rounds < 1 || o.ioRounds < 1 {
-		return o, errors.New("-n, -rounds and -stdout-rounds must be at least 1, -warmup at least 0")
+	if o.n < 1 || o.warmup < 0 || o.rounds < 1 || o.ioRounds < 1 || o.criPods < 1 {
+		return o, errors.New("-n, -rounds, -stdout-rounds and -cri-pods must be at least 1, -warmup at least 0")
 	}
 	return o, nil
 }
@@ -150,7 +160,7 @@ func run() int {
 	defer cancel()
 
 	start := time.Now()
-	b := &bench{opts: opts, ns: fmt.Sprintf("shimbench-%d", os.Getpid()), rep: &report{}}
+	b := &bench{opts: opts, ns: fmt.Sprintf("shimbench-%d", os.Getpid()), rep: &report{Rows: []row{}}}
 	r, err := startReaper()
 	if err != nil {
 		return fail("become child subreaper: %v", err)
@@ -160,12 +170,15 @@ func run() int {
 	if runErr != nil && b.d != nil && !opts.keep {
 		fmt.Fprintln(os.Stderr, b.d.logTail(8<<10))
 	}
+	if runErr != nil && b.cri != nil && b.cri.daemon != nil && !opts.keep {
+		fmt.Fprintln(os.Stderr, b.cri.logTail(8<<10))
+	}
 	problems := b.teardown(r)
 
-	if len(b.rep.Rows) > 0 {
+	if !b.rep.empty() {
 		b.rep.printTable(os.Stdout)
 	}
-	if opts.jsonPath != "" && len(b.rep.Rows) > 0 {
+	if opts.jsonPath != "" && !b.rep.empty() {
 		if err := b.rep.writeJSON(opts.jsonPath); err != nil {
 			return fail("write %s: %v", opts.jsonPath, err)
 		}
@@ -200,6 +213,7 @@ type bench struct {
 	opts    options
 	dir     string // temp dir holding everything below
 	d       *daemon
+	cri     *criDaemon // section 10's, while it runs
 	c       *client.Client
 	ns      string // containerd namespace; also names its cgroups
 	img     client.Image
@@ -269,7 +283,7 @@ func (b *bench) setup(ctx context.Context) error {
 	b.d, err = startDaemon(ctx, b.dir, b.opts.containerd, map[string]string{
 		runtimes[0].binary: shim,
 		runtimes[1].binary: runcShim,
-	})
+	}, "")
 	if err != nil {
 		return err
 	}

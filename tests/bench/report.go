@@ -14,6 +14,7 @@ import (
 // series is one runtime's samples of a figure.
 type series struct {
 	P50     float64   `json:"p50"`
+	P90     float64   `json:"p90"`
 	P95     float64   `json:"p95"`
 	N       int       `json:"n"`
 	Samples []float64 `json:"samples,omitempty"`
@@ -23,8 +24,15 @@ func newSeries(samples []float64) *series {
 	if len(samples) == 0 {
 		return nil
 	}
-	return &series{P50: percentile(samples, 50), P95: percentile(samples, 95), N: len(samples), Samples: samples}
+	return &series{
+		P50: percentile(samples, 50), P90: percentile(samples, 90), P95: percentile(samples, 95),
+		N: len(samples), Samples: samples,
+	}
 }
+
+// p90 and p95 pick a tail column for cells.
+func p90(s *series) float64 { return s.P90 }
+func p95(s *series) float64 { return s.P95 }
 
 // percentile is the nearest-rank percentile p of samples.
 func percentile(samples []float64, p float64) float64 {
@@ -58,7 +66,12 @@ type report struct {
 	Sections    string  `json:"sections"`
 	DurationSec float64 `json:"duration_seconds"`
 	Rows        []row   `json:"rows"`
+	// CRI is section 10's table (three modes, not two), if it ran.
+	CRI *criReport `json:"cri,omitempty"`
 }
+
+// empty reports whether no figure was measured.
+func (r *report) empty() bool { return len(r.Rows) == 0 && r.CRI == nil }
 
 // latency adds a p50/p95 row.
 func (r *report) latency(section, figure, unit string, this, runc []float64) {
@@ -83,7 +96,8 @@ func (r *report) add(x row) {
 	r.Rows = append(r.Rows, x)
 }
 
-// printTable writes the header and the rows, grouped by section.
+// printTable writes the header and the rows, grouped by section, then
+// the CRI table.
 func (r *report) printTable(w io.Writer) {
 	fmt.Fprintf(w, "containerd-shim-sandbox-v2 vs containerd-shim-runc-v2, alternating A B A B in one run\n")
 	fmt.Fprintf(w, "date:       %s\n", r.Date)
@@ -93,23 +107,35 @@ func (r *report) printTable(w io.Writer) {
 	fmt.Fprintf(w, "binaries:   %s\n", r.Binaries)
 	fmt.Fprintf(w, "n:          %d per runtime per figure (after warm-up), sections: %s, took %.0fs\n\n", r.Iterations, r.Sections, r.DurationSec)
 
-	table := [][]string{{"figure", "unit", runtimes[0].label + " p50", "p95", runtimes[1].label + " p50", "p95", "ratio"}}
-	section := ""
-	for _, x := range r.Rows {
-		if x.Section != section {
-			section = x.Section
-			table = append(table, []string{section})
+	if len(r.Rows) > 0 {
+		table := [][]string{{"figure", "unit", runtimes[0].label + " p50", "p95", runtimes[1].label + " p50", "p95", "ratio"}}
+		section := ""
+		for _, x := range r.Rows {
+			if x.Section != section {
+				section = x.Section
+				table = append(table, []string{section})
+			}
+			line := []string{"  " + x.Figure, x.Unit}
+			line = append(line, cells(x.This, x.Value, p95)...)
+			line = append(line, cells(x.Runc, x.Value, p95)...)
+			table = append(table, append(line, ratioCell(x.Ratio)))
 		}
-		ratio := "-"
-		if x.Ratio != 0 {
-			ratio = fmt.Sprintf("%.2f", x.Ratio)
-		}
-		line := []string{"  " + x.Figure, x.Unit}
-		line = append(line, cells(x.This, x.Value)...)
-		line = append(line, cells(x.Runc, x.Value)...)
-		table = append(table, append(line, ratio))
+		writeColumns(w, table)
 	}
-	writeColumns(w, table)
+	if r.CRI != nil {
+		if len(r.Rows) > 0 {
+			fmt.Fprintln(w)
+		}
+		r.CRI.print(w)
+	}
+}
+
+// ratioCell renders a ratio, "-" when undefined (0).
+func ratioCell(ratio float64) string {
+	if ratio == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", ratio)
 }
 
 // writeColumns prints rows as columns: the first two left-aligned, the
@@ -144,15 +170,15 @@ func writeColumns(w io.Writer, rows [][]string) {
 	}
 }
 
-// cells renders a series as its p50 and p95 columns.
-func cells(s *series, value bool) []string {
+// cells renders a series as its p50 and tail (p90 or p95) columns.
+func cells(s *series, value bool, tail func(*series) float64) []string {
 	switch {
 	case s == nil:
 		return []string{"-", "-"}
 	case value:
 		return []string{num(s.P50), ""}
 	default:
-		return []string{num(s.P50), num(s.P95)}
+		return []string{num(s.P50), num(tail(s))}
 	}
 }
 

@@ -20,21 +20,26 @@ type sockets struct {
 
 // note records the socket of task id's shim from its bundle in state.
 func (s *sockets) note(state, ns, id string, rt shimRuntime) error {
-	bundle := filepath.Join(state, "io.containerd.runtime.v2.task", ns, id)
+	return s.noteBundle(filepath.Join(state, "io.containerd.runtime.v2.task", ns, id), rt.label)
+}
+
+// noteBundle records the socket of the shim whose bundle (a task's, or a
+// sandbox's) is bundle, under label.
+func (s *sockets) noteBundle(bundle, label string) error {
 	address, err := bundleAddress(bundle)
 	if err != nil {
 		return err
 	}
 	path, ok := strings.CutPrefix(address, "unix://")
 	if !ok {
-		return fmt.Errorf("task %s: shim address %q is not unix://", id, address)
+		return fmt.Errorf("bundle %s: shim address %q is not unix://", bundle, address)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.paths == nil {
 		s.paths = map[string]string{}
 	}
-	s.paths[path] = rt.label
+	s.paths[path] = label
 	return nil
 }
 
