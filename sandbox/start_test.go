@@ -471,23 +471,29 @@ func TestAdjustOOMScore(t *testing.T) {
 	}
 }
 
-// TestDaemonEnv: the daemon runs with one P unless the node set
-// GOMAXPROCS, which is kept; the caller's slice is not written.
+// TestDaemonEnv: the daemon runs with one P unless the node chose
+// GOMAXPROCS: containerd's lone GOMAXPROCS=2 is replaced; a value of the
+// node's (first, before containerd's) is kept, alone.
 func TestDaemonEnv(t *testing.T) {
-	base := make([]string, 1, 8)
-	base[0] = "PATH=/bin"
-	got := daemonEnv(base, "/run/t.sock")
-	want := []string{"PATH=/bin", "TTRPC_ADDRESS=/run/t.sock", "GOMAXPROCS=1"}
-	if !slices.Equal(got, want) {
-		t.Errorf("daemonEnv = %v, want %v", got, want)
-	}
-	if extra := base[:2]; extra[1] != "" {
-		t.Errorf("daemonEnv wrote into the caller's backing array: %q", extra[1])
-	}
-	set := []string{"GOMAXPROCS=4", "PATH=/bin"}
-	got = daemonEnv(set, "/t")
-	want = []string{"GOMAXPROCS=4", "PATH=/bin", "TTRPC_ADDRESS=/t"}
-	if !slices.Equal(got, want) {
-		t.Errorf("daemonEnv = %v, want %v", got, want)
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want []string
+	}{
+		{"none", []string{"PATH=/bin"}, []string{"PATH=/bin", "TTRPC_ADDRESS=/t", "GOMAXPROCS=1"}},
+		{"containerd's", []string{"PATH=/bin", "GOMAXPROCS=2"}, []string{"PATH=/bin", "TTRPC_ADDRESS=/t", "GOMAXPROCS=1"}},
+		{"the node's and containerd's", []string{"GOMAXPROCS=4", "PATH=/bin", "GOMAXPROCS=2"}, []string{"PATH=/bin", "TTRPC_ADDRESS=/t", "GOMAXPROCS=4"}},
+		{"the node's 2 and containerd's", []string{"GOMAXPROCS=2", "GOMAXPROCS=2"}, []string{"TTRPC_ADDRESS=/t", "GOMAXPROCS=2"}},
+		{"a lone other value", []string{"GOMAXPROCS=3"}, []string{"TTRPC_ADDRESS=/t", "GOMAXPROCS=3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := slices.Clone(tc.env)
+			if got := daemonEnv(in, "/t"); !slices.Equal(got, tc.want) {
+				t.Errorf("daemonEnv(%v) = %v, want %v", tc.env, got, tc.want)
+			}
+			if !slices.Equal(in, tc.env) {
+				t.Errorf("daemonEnv changed its input: %v", in)
+			}
+		})
 	}
 }
