@@ -21,8 +21,9 @@
 // then stopped, concurrently), cri (cri.go: pods through the CRI plugin
 // of a second private containerd, in three modes: this shim without and
 // with a pause container, the runc shim with one). A shim still running
-// between sections is an error: it would share pages with the next
-// section's shims.
+// between sections is an error (it would share pages with the next
+// section's shims): it is killed, and the run goes on and fails at the
+// end.
 //
 // It needs root. It removes what it made (its containers, containerd,
 // shims, mounts, cgroups) by pid and path, and exits non-zero if anything
@@ -243,6 +244,9 @@ func (b *bench) runAll(ctx context.Context) error {
 		return err
 	}
 	ctx = b.nsContext(ctx)
+	// A straggler settle found is killed, so the next section is not
+	// skewed by it: the run goes on, and fails at the end.
+	var stragglers []error
 	for _, s := range sections {
 		if !b.selected(s.name) {
 			continue
@@ -253,11 +257,13 @@ func (b *bench) runAll(ctx context.Context) error {
 			return fmt.Errorf("section %s: %w", s.name, err)
 		}
 		if err := b.settle(); err != nil {
-			return fmt.Errorf("after section %s: %w", s.name, err)
+			err = fmt.Errorf("after section %s: %w", s.name, err)
+			fmt.Fprintf(os.Stderr, "bench: %v; going on\n", err)
+			stragglers = append(stragglers, err)
 		}
 		fmt.Fprintf(os.Stderr, "bench: %s done in %s\n", s.name, time.Since(t0).Round(100*time.Millisecond))
 	}
-	return nil
+	return errors.Join(stragglers...)
 }
 
 // setup checks the prerequisites, writes the header, starts the daemon
