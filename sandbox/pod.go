@@ -338,7 +338,9 @@ func (p *Pod) statusLocked() PodStatus {
 	return st
 }
 
-// specLocked is the pod as an OCI spec; p.mu must be held.
+// specLocked is the pod as an OCI spec; p.mu must be held. The service
+// marshals only the fields set here (its podSpec): a new one goes there
+// too.
 func (p *Pod) specLocked() *specs.Spec {
 	ns := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
 	for _, n := range []struct {

@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -121,13 +122,39 @@ func (s *Sandbox) StartSandbox(ctx context.Context, r *sandboxpb.StartSandboxReq
 	}
 	resp := &sandboxpb.StartSandboxResponse{Pid: uint32(st.Pid), CreatedAt: timestamp(st.CreatedAt)}
 	if st.Spec != nil {
-		data, err := json.Marshal(st.Spec)
+		data, err := json.Marshal(podSpecJSON(st.Spec))
 		if err != nil {
 			return nil, err
 		}
 		resp.Spec = &anypb.Any{TypeUrl: specTypeURL, Value: data}
 	}
 	return resp, nil
+}
+
+// podSpec is the part of an OCI spec the pod's spec sets
+// (sandbox.PodStatus.Spec), with specs-go's JSON names. encoding/json
+// builds and keeps an encoder for every type a marshalled type reaches:
+// for specs.Spec hundreds, measured 0.25 MiB of the pod shim's heap for
+// its lifetime. TestPodSpecJSON checks the copy against specs.Spec.
+type podSpec struct {
+	Version  string    `json:"ociVersion"`
+	Hostname string    `json:"hostname,omitempty"`
+	Linux    *podLinux `json:"linux,omitempty"`
+}
+
+type podLinux struct {
+	Sysctl      map[string]string      `json:"sysctl,omitempty"`
+	CgroupsPath string                 `json:"cgroupsPath,omitempty"`
+	Namespaces  []specs.LinuxNamespace `json:"namespaces,omitempty"`
+}
+
+// podSpecJSON is s as a podSpec.
+func podSpecJSON(s *specs.Spec) podSpec {
+	ps := podSpec{Version: s.Version, Hostname: s.Hostname}
+	if l := s.Linux; l != nil {
+		ps.Linux = &podLinux{Sysctl: l.Sysctl, CgroupsPath: l.CgroupsPath, Namespaces: l.Namespaces}
+	}
+	return ps
 }
 
 // specTypeURL is how containerd names an OCI spec in an Any (client.go's

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"reflect"
 	"runtime"
 	"slices"
 	"testing"
@@ -255,5 +256,40 @@ func TestUpdatedResources(t *testing.T) {
 	}
 	if _, ok, err := updatedResources(nil); ok || err != nil {
 		t.Errorf("updatedResources of no sandbox: got %v %v, want nothing", ok, err)
+	}
+}
+
+// TestPodSpecJSON: the pod's spec, marshalled through podSpec, reads back
+// as specs.Spec into exactly what the Manager made, for every field the
+// Manager sets; a field it sets later that podSpec lacks fails here.
+func TestPodSpecJSON(t *testing.T) {
+	full := &specs.Spec{
+		Version:  specs.Version,
+		Hostname: "h1",
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.MountNamespace},
+				{Type: specs.NetworkNamespace, Path: "/proc/7/ns/net"},
+			},
+			CgroupsPath: "/kubepods/pod1",
+			Sysctl:      map[string]string{"kernel.msgmax": "16384"},
+		},
+	}
+	for _, in := range []*specs.Spec{full, {Version: specs.Version}} {
+		data, err := json.Marshal(podSpecJSON(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got specs.Spec
+		if err := json.Unmarshal(data, &got); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(&got, in) {
+			t.Errorf("round trip of %+v: got %+v (%s)", in, got, data)
+		}
+		want, _ := json.Marshal(in)
+		if string(data) != string(want) {
+			t.Errorf("podSpec JSON %s, specs.Spec's %s", data, want)
+		}
 	}
 }
