@@ -127,7 +127,8 @@ func (e *env) cleanup(logStart int64) {
 		t.Logf("cleanup: deleted containers the test left: %v", ids)
 	}
 	shims := pollShimsGone(e.d, e.ns, 20*time.Second)
-	if len(shims) > 0 {
+	if len(shims) > 0 && !knownDifference(t, e.d.version.name, "shim-outlives-its-tasks",
+		"shim processes of namespace %s still running 20s after its last task was deleted (killed here): %v", e.ns, describe(shims)) {
 		t.Errorf("shim processes of namespace %s still running 20s after its last task was deleted: %v", e.ns, describe(shims))
 	}
 	shimSet := map[int]bool{}
