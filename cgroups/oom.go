@@ -23,7 +23,10 @@ import (
 // runtime's poller, so the goroutine holds no thread while it waits, and
 // a container costs two fds and a map entry rather than a goroutine and
 // its stack (issue 15: 21 KiB of stacks per container, one goroutine of
-// four being its OOM watch).
+// four being its OOM watch). On v2 the containers under one parent
+// cgroup also share one watch of the parent's memory.events, which finds
+// the kill of a container whose cgroup went before it was read
+// (oom_group.go).
 //
 // Callbacks run on the watcher's goroutine, one at a time, with no lock
 // held; after a watch's Close returns, its callback is not running and
@@ -39,11 +42,16 @@ type OOMWatcher struct {
 	mu sync.Mutex
 	// Guarded by mu.
 	watches map[uint32]*OOMWatch
-	next    uint32
-	closed  bool
-	// busy is the watch whose callback runs now; idle is signalled when
-	// it returns, for a Close of that watch to wait on.
-	busy *OOMWatch
+	// groups are the v2 parents of watched cgroups, by directory and by
+	// epoll key (oom_group.go).
+	groups    map[string]*oomGroup
+	groupKeys map[uint32]*oomGroup
+	next      uint32
+	closed    bool
+	// busy is set while the goroutine handles an event (it reads fds and
+	// runs callbacks); idle is signalled when it is done, for a Close to
+	// wait on before it closes fds.
+	busy bool
 	idle *sync.Cond
 }
 
@@ -69,7 +77,12 @@ type OOMWatch struct {
 	// last is the counter's value the callback was last told; only the
 	// watcher's goroutine touches it after Watch returns.
 	last uint64
-	once sync.Once
+	// group is the v2 parent's accounting (nil on v1, or without a parent
+	// to count in); seen is the counter as the group last settled it,
+	// guarded by the group's mu.
+	group *oomGroup
+	seen  uint64
+	once  sync.Once
 }
 
 // NewOOMWatcher makes the epoll set and starts its goroutine; Close stops
@@ -86,10 +99,12 @@ func NewOOMWatcher() (*OOMWatcher, error) {
 	// A non-blocking fd goes into the runtime's poller: an epoll fd is
 	// readable while events are pending.
 	w := &OOMWatcher{
-		ep:      os.NewFile(uintptr(fd), "oom epoll"),
-		epfd:    fd,
-		done:    make(chan struct{}),
-		watches: make(map[uint32]*OOMWatch),
+		ep:        os.NewFile(uintptr(fd), "oom epoll"),
+		epfd:      fd,
+		done:      make(chan struct{}),
+		watches:   make(map[uint32]*OOMWatch),
+		groups:    make(map[string]*oomGroup),
+		groupKeys: make(map[uint32]*oomGroup),
 	}
 	w.idle = sync.NewCond(&w.mu)
 	rc, err := w.ep.SyscallConn()
@@ -113,14 +128,16 @@ func NewOOMWatcher() (*OOMWatcher, error) {
 // uses the value to publish each kill once.
 func (w *OOMWatcher) Watch(paths map[string]string, onKill func(kills uint64)) (*OOMWatch, error) {
 	var (
-		x   *OOMWatch
-		err error
+		x     *OOMWatch
+		err   error
+		v2dir string
 	)
 	switch {
 	case paths["memory"] != "":
 		x, err = openV1(paths["memory"])
 	case paths[""] != "":
-		x, err = openV2(paths[""])
+		v2dir = paths[""]
+		x, err = openV2(v2dir)
 	default:
 		return nil, fmt.Errorf("watch OOM: no memory cgroup: %w", os.ErrNotExist)
 	}
@@ -129,25 +146,84 @@ func (w *OOMWatcher) Watch(paths map[string]string, onKill func(kills uint64)) (
 	}
 	x.w, x.onKill = w, onKill
 	x.last, _ = x.kills()
+	x.seen = x.last
 
+	if err := w.add(x, v2dir); err != nil {
+		x.release()
+		return nil, err
+	}
+	if x.group != nil {
+		x.group.join(x)
+	}
+	return x, nil
+}
+
+// add puts x in the epoll set, and a v2 watch (dir set) in its parent's
+// group, made on first use.
+func (w *OOMWatcher) add(x *OOMWatch, dir string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
-		x.release()
-		return nil, fmt.Errorf("watch OOM: watcher closed: %w", os.ErrClosed)
+		return fmt.Errorf("watch OOM: watcher closed: %w", os.ErrClosed)
 	}
-	// The event's data is a key, not the fd: an fd closed by one watch's
-	// Close may be reused by the next Watch while an event for the old
-	// one is still in the goroutine's batch.
+	if dir != "" {
+		g := w.groups[filepath.Dir(dir)]
+		if g == nil {
+			g = openGroup(dir)
+		}
+		if g != nil && g.refs == 0 {
+			key, err := w.addFd(g.fd)
+			if err != nil {
+				unix.Close(g.fd)
+				return err
+			}
+			g.key = key
+			w.groups[g.dir], w.groupKeys[key] = g, g
+		}
+		if g != nil {
+			g.refs++
+			x.group = g
+		}
+	}
+	key, err := w.addFd(x.fd)
+	if err != nil {
+		w.dropGroupLocked(x)
+		return err
+	}
+	x.key = key
+	w.watches[key] = x
+	return nil
+}
+
+// addFd puts fd in the epoll set under a new key. The event's data is a
+// key, not the fd: an fd closed by one watch's Close may be reused by the
+// next Watch while an event for the old one is still in the goroutine's
+// batch.
+func (w *OOMWatcher) addFd(fd int) (uint32, error) {
 	w.next++
-	x.key = w.next
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(x.key)}
-	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, x.fd, &ev); err != nil {
-		x.release()
-		return nil, fmt.Errorf("watch OOM: epoll add: %w", err)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(w.next)}
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return 0, fmt.Errorf("watch OOM: epoll add: %w", err)
 	}
-	w.watches[x.key] = x
-	return x, nil
+	return w.next, nil
+}
+
+// dropGroupLocked releases x's hold on its group, and takes the group
+// out of the epoll set when x was the last to hold it; it returns the
+// group for the caller to close once no event is being handled.
+func (w *OOMWatcher) dropGroupLocked(x *OOMWatch) *oomGroup {
+	g := x.group
+	if g == nil {
+		return nil
+	}
+	g.refs--
+	if g.refs > 0 {
+		return nil
+	}
+	delete(w.groups, g.dir)
+	delete(w.groupKeys, g.key)
+	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, g.fd, nil)
+	return g
 }
 
 func openV1(dir string) (_ *OOMWatch, retErr error) {
@@ -213,31 +289,37 @@ func (w *OOMWatcher) run(rc interface {
 	}
 }
 
-// fire drains a ready watch's fd and calls its callback once per rise of
-// the kill counter, with the watcher's lock released.
+// fire drains a ready fd and calls the callbacks of the watches whose
+// kill counter rose, once per rise, with the watcher's lock released.
 func (w *OOMWatcher) fire(key uint32) {
 	w.mu.Lock()
-	x := w.watches[key]
-	if x == nil {
+	x, g := w.watches[key], w.groupKeys[key]
+	if x == nil && g == nil {
 		// Closed since the event was queued.
 		w.mu.Unlock()
 		return
 	}
-	w.busy = x
+	w.busy = true
 	w.mu.Unlock()
 	defer func() {
 		w.mu.Lock()
-		w.busy = nil
+		w.busy = false
 		w.idle.Broadcast()
 		w.mu.Unlock()
 	}()
 
-	var buf [4096]byte
-	for {
-		// Level-triggered: drain, or the set stays readable.
-		if _, err := unix.Read(x.fd, buf[:]); err != nil {
-			break
+	switch {
+	case g != nil:
+		drain(g.fd)
+	default:
+		drain(x.fd)
+		g = x.group
+	}
+	if g != nil {
+		for _, r := range g.settle() {
+			w.tell(r.x, r.n)
 		}
+		return
 	}
 	n, err := x.kills()
 	if err != nil {
@@ -249,10 +331,42 @@ func (w *OOMWatcher) fire(key uint32) {
 	if x.v1 && n <= x.last {
 		n = x.last + 1
 	}
+	w.tell(x, n)
+}
+
+// drain reads a ready fd empty: the set is level-triggered.
+func drain(fd int) {
+	var buf [4096]byte
+	for {
+		if _, err := unix.Read(fd, buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// tell calls x's callback once for each rise of its counter up to n,
+// unless x was closed.
+func (w *OOMWatcher) tell(x *OOMWatch, n uint64) {
 	for x.last < n {
+		w.mu.Lock()
+		open := w.watches[x.key] == x
+		w.mu.Unlock()
+		if !open {
+			return
+		}
 		x.last++
 		x.onKill(x.last)
 	}
+}
+
+// Kills reads the watched cgroup's kill counter now, as the callback
+// counts it: on v2 with a parent, through the group's accounting, so a
+// kill is found even when the cgroup was removed before it could be read.
+func (x *OOMWatch) Kills() (uint64, error) {
+	if x.group != nil {
+		return x.group.kills(x), nil
+	}
+	return x.kills()
 }
 
 // Close stops the watch: when it returns the callback is not running and
@@ -261,15 +375,23 @@ func (x *OOMWatch) Close() {
 	x.once.Do(func() {
 		w := x.w
 		w.mu.Lock()
+		var g *oomGroup
 		if w.watches[x.key] == x {
 			delete(w.watches, x.key)
 			_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
+			g = w.dropGroupLocked(x)
 		}
-		for w.busy == x {
+		for w.busy {
 			w.idle.Wait()
 		}
 		w.mu.Unlock()
+		if x.group != nil {
+			x.group.leave(x)
+		}
 		x.release()
+		if g != nil {
+			unix.Close(g.fd)
+		}
 	})
 }
 

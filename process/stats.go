@@ -60,10 +60,18 @@ func (p *Init) WatchOOM(watcher *cgroups.OOMWatcher, onKill func(kills uint64)) 
 // it when the init exits, before it publishes TaskExit: the watch's
 // notification may still be on its way, and containerd before 2.3 decides
 // "OOMKilled" when the exit arrives (containerd PR 12714).
+//
+// With a watch, the watch reads it: on cgroup v2 it finds a kill also
+// when the container's cgroup was removed before the read, as systemd
+// removes a scope once its last process has exited (see cgroups'
+// oomGroup).
 func (p *Init) OOMKills() (uint64, error) {
 	p.mu.Lock()
-	paths := p.cgroups
+	paths, w := p.cgroups, p.oom
 	p.mu.Unlock()
+	if w != nil {
+		return w.Kills()
+	}
 	if paths == nil {
 		return 0, fmt.Errorf("OOM kills of %q: cgroups not known: %w", p.cfg.ID, errdefs.ErrNotFound)
 	}
