@@ -53,11 +53,12 @@ func keyOf(e event) string {
 }
 
 // retryClock records every retry delay the queue asks for and fires it at
-// once, or never while stopped.
+// once, or, while stopped, when the test calls fire.
 type retryClock struct {
 	mu      sync.Mutex
-	stopped bool            // guarded by mu
-	delays  []time.Duration // guarded by mu
+	stopped bool               // guarded by mu
+	delays  []time.Duration    // guarded by mu
+	held    []chan<- time.Time // guarded by mu: asked for while stopped
 }
 
 func (c *retryClock) after(d time.Duration) <-chan time.Time {
@@ -65,7 +66,9 @@ func (c *retryClock) after(d time.Duration) <-chan time.Time {
 	defer c.mu.Unlock()
 	c.delays = append(c.delays, d)
 	ch := make(chan time.Time, 1)
-	if !c.stopped {
+	if c.stopped {
+		c.held = append(c.held, ch)
+	} else {
 		ch <- time.Time{}
 	}
 	return ch
@@ -75,6 +78,16 @@ func (c *retryClock) setStopped(stopped bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stopped = stopped
+}
+
+// fire lets every delay asked for while stopped pass now.
+func (c *retryClock) fire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ch := range c.held {
+		ch <- time.Time{}
+	}
+	c.held = nil
 }
 
 func (c *retryClock) taken() []time.Duration {
@@ -380,13 +393,17 @@ func TestEventQueueBound(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := startQueue(t, tt.limit, &retryClock{}, tt.before...)
+			clock := &retryClock{}
+			r := startQueue(t, tt.limit, clock, tt.before...)
 			// The queue looks at its inbox again after this failure,
-			// before its next attempt.
+			// before its next attempt: the retry waits for the pushes.
+			clock.setStopped(true)
 			r.answer(t, "", errDown)
 			for _, e := range tt.during {
 				r.q.push(e.topic, e.payload)
 			}
+			clock.setStopped(false)
+			clock.fire()
 			for _, k := range tt.want {
 				r.answer(t, k, nil)
 			}
