@@ -80,13 +80,7 @@ func TestHolderFootprint(t *testing.T) {
 	const maxThreads = 5
 	h := newPodHarness(t)
 	ctx := context.Background()
-	if err := h.m.CreateSandbox(ctx, CreateSandboxRequest{ID: "pod1", Bundle: h.bundle}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := h.m.StartSandbox(ctx, "pod1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := h.startPod(ctx)
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", st.Pid))
 	if err != nil {
 		t.Fatal(err)

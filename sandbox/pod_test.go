@@ -50,6 +50,7 @@ type podHarness struct {
 	// process: a test's own child is started and waited for through it.
 	r      *reaper.Reaper
 	bundle string
+	t      *testing.T
 }
 
 func newPodHarness(t *testing.T) *podHarness {
@@ -59,7 +60,7 @@ func newPodHarness(t *testing.T) *podHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &podHarness{pub: &fakePublisher{}, r: reaper.NewReaper(), bundle: t.TempDir()}
+	h := &podHarness{pub: &fakePublisher{}, r: reaper.NewReaper(), bundle: t.TempDir(), t: t}
 	h.m = NewManager(context.Background(), Config{
 		Namespace:        "testns",
 		Publisher:        h.pub,
@@ -75,6 +76,20 @@ func newPodHarness(t *testing.T) *podHarness {
 		}
 	})
 	return h
+}
+
+// startPod creates and starts pod1, a host-network pod with no config,
+// and returns its status.
+func (h *podHarness) startPod(ctx context.Context) PodStatus {
+	h.t.Helper()
+	if err := h.m.CreateSandbox(ctx, CreateSandboxRequest{ID: "pod1", Bundle: h.bundle}); err != nil {
+		h.t.Fatal(err)
+	}
+	st, err := h.m.StartSandbox(ctx, "pod1")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return st
 }
 
 // newNetNS returns a network namespace bound at a file, as CRI makes
@@ -318,13 +333,7 @@ func TestPodLifecycle(t *testing.T) {
 func TestPodHolderExitEndsPod(t *testing.T) {
 	h := newPodHarness(t)
 	ctx := context.Background()
-	if err := h.m.CreateSandbox(ctx, CreateSandboxRequest{ID: "pod1", Bundle: h.bundle}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := h.m.StartSandbox(ctx, "pod1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := h.startPod(ctx)
 	// Host network (no netns_path): the holder keeps the shim's.
 	if nsIno(t, fmt.Sprintf("/proc/%d/ns/net", st.Pid)) != nsIno(t, "/proc/self/ns/net") {
 		t.Error("holder of a pod without netns_path left the host network namespace")
@@ -341,13 +350,7 @@ func TestPodHolderExitEndsPod(t *testing.T) {
 func TestPodCleanupAfterDeadShim(t *testing.T) {
 	h := newPodHarness(t)
 	ctx := context.Background()
-	if err := h.m.CreateSandbox(ctx, CreateSandboxRequest{ID: "pod1", Bundle: h.bundle}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := h.m.StartSandbox(ctx, "pod1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := h.startPod(ctx)
 	// What `delete` does once the shim is gone.
 	for i := range 2 {
 		res, err := Cleanup(ctx, "testns", "pod1", h.bundle)
@@ -444,13 +447,7 @@ func TestPodMountsInjected(t *testing.T) {
 func TestPodHolderReapsOrphans(t *testing.T) {
 	h := newPodHarness(t)
 	ctx := context.Background()
-	if err := h.m.CreateSandbox(ctx, CreateSandboxRequest{ID: "pod1", Bundle: h.bundle}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := h.m.StartSandbox(ctx, "pod1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := h.startPod(ctx)
 	// A shell in the pod's PID namespace starts an orphan-to-be and
 	// exits; the orphan lives a second.
 	errc := make(chan error, 1)
