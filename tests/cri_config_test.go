@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/cri"
 )
 
 // TestCRIConfigFiles (no root needed): the shipped runtime tables parse as
@@ -22,14 +24,14 @@ import (
 // each way it installs the shim, parses; where the suite adds the shim
 // sandboxer's table, the config holds it verbatim but its runtime_type.
 func TestCRIConfigFiles(t *testing.T) {
-	handler, err := runtimeClassHandler(filepath.Join(criConfigDir, "runtimeclass.yaml"))
+	handler, err := cri.RuntimeClassHandler(filepath.Join(criConfigDir, "runtimeclass.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if handler != "sandbox" {
 		t.Errorf("RuntimeClass handler = %q, want sandbox", handler)
 	}
-	shimHandler, err := runtimeClassHandler(filepath.Join(criConfigDir, sandboxerRuntimeClass))
+	shimHandler, err := cri.RuntimeClassHandler(filepath.Join(criConfigDir, sandboxerRuntimeClass))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +168,7 @@ func TestCRIConfigSandboxerNoOptions(t *testing.T) {
 	if err := toml.Unmarshal([]byte(full), &doc); err != nil {
 		t.Fatalf("the rendered config does not parse: %v\n%s", err, full)
 	}
-	handler, err := runtimeClassHandler(filepath.Join(criConfigDir, sandboxerRuntimeClass))
+	handler, err := cri.RuntimeClassHandler(filepath.Join(criConfigDir, sandboxerRuntimeClass))
 	if err != nil {
 		t.Fatal(err)
 	}

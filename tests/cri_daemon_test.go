@@ -1,33 +1,26 @@
 package tests
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	nodev1 "k8s.io/api/node/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	"sigs.k8s.io/yaml"
 
-	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/image"
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/cri"
 )
 
 const (
 	// criNamespace is the containerd namespace the CRI plugin keeps
 	// everything in; images must be imported there.
-	criNamespace = "k8s.io"
+	criNamespace = cri.Namespace
 	// pauseImageRef is the pod sandbox image, built by the suite (never
 	// pulled) and named in the CRI config.
 	pauseImageRef = "localhost/shimtest/pause:1"
@@ -196,12 +189,12 @@ func startCRIDaemon(v daemonVersion, name string, inst criInstall, busybox []byt
 		}
 	}()
 	if inst.dropIn == noDropIn {
-		if cd.handler, err = runtimeClassHandler(filepath.Join(criConfigDir, "runtimeclass.yaml")); err != nil {
+		if cd.handler, err = cri.RuntimeClassHandler(filepath.Join(criConfigDir, "runtimeclass.yaml")); err != nil {
 			return cd, err
 		}
 	}
 	if servesSandboxer(v, inst) {
-		if cd.sandboxerHandler, err = runtimeClassHandler(filepath.Join(criConfigDir, sandboxerRuntimeClass)); err != nil {
+		if cd.sandboxerHandler, err = cri.RuntimeClassHandler(filepath.Join(criConfigDir, sandboxerRuntimeClass)); err != nil {
 			return cd, err
 		}
 	}
@@ -216,8 +209,8 @@ func startCRIDaemon(v daemonVersion, name string, inst criInstall, busybox []byt
 	if err := writeCNIStub(filepath.Join(dir, "cni")); err != nil {
 		return cd, err
 	}
-	hostsDir, err := writeNoRegistryHosts(filepath.Join(dir, "certs.d"))
-	if err != nil {
+	hostsDir := filepath.Join(dir, "certs.d")
+	if err := cri.WriteNoRegistryHosts(hostsDir, noRegistry); err != nil {
 		return cd, err
 	}
 	cfg, err := criConfig(v, inst, d.daemonPaths, dir, hostsDir)
@@ -239,7 +232,7 @@ func startCRIDaemon(v daemonVersion, name string, inst criInstall, busybox []byt
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := cd.waitRuntimeReady(ctx); err != nil {
+	if err := cri.WaitRuntimeReady(ctx, cd.rt); err != nil {
 		return cd, err
 	}
 	imgs := []struct {
@@ -247,7 +240,10 @@ func startCRIDaemon(v daemonVersion, name string, inst criInstall, busybox []byt
 		archive []byte
 	}{{imageRef, busybox}}
 	if !inst.noPauseImage {
-		pause, err := pauseArchive()
+		// $SHIM_TEST_PAUSE names a pause binary built beforehand (the
+		// cgroup v2 guest of tests/vm has no Go toolchain); go test runs
+		// in the package directory, below the module root.
+		pause, err := cri.PauseArchive(filepath.Join(dir, "pause-image"), os.Getenv("SHIM_TEST_PAUSE"), "..", pauseImageRef)
 		if err != nil {
 			return cd, err
 		}
@@ -257,7 +253,7 @@ func startCRIDaemon(v daemonVersion, name string, inst criInstall, busybox []byt
 		}{pauseImageRef, pause})
 	}
 	for _, img := range imgs {
-		if err := cd.importImage(ctx, img.ref, img.archive); err != nil {
+		if err := cri.ImportImage(ctx, cd.client, cd.images, snapshotter, img.ref, img.archive); err != nil {
 			return cd, err
 		}
 	}
@@ -422,126 +418,4 @@ func replaceLine(path, old, new string) (string, error) {
 		return "", fmt.Errorf("%s: %d times %q, want exactly one", path, n, old)
 	}
 	return strings.Replace(string(data), old, new, 1), nil
-}
-
-// runtimeClassHandler parses the shipped RuntimeClass manifest and returns
-// its handler.
-func runtimeClassHandler(path string) (string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	var rc nodev1.RuntimeClass
-	if err := yaml.UnmarshalStrict(data, &rc); err != nil {
-		return "", fmt.Errorf("parse %s: %w", path, err)
-	}
-	if rc.APIVersion != "node.k8s.io/v1" || rc.Kind != "RuntimeClass" || rc.Handler == "" {
-		return "", fmt.Errorf("%s: apiVersion %q kind %q handler %q, want a node.k8s.io/v1 RuntimeClass with a handler", path, rc.APIVersion, rc.Kind, rc.Handler)
-	}
-	return rc.Handler, nil
-}
-
-// writeNoRegistryHosts writes a hosts.toml for every registry the suite's
-// image names use, and for the default, pointing at noRegistry.
-func writeNoRegistryHosts(dir string) (string, error) {
-	hosts := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", noRegistry, noRegistry)
-	for _, h := range []string{"_default", "docker.io", "localhost", "registry.k8s.io"} {
-		if err := os.MkdirAll(filepath.Join(dir, h), 0o755); err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(filepath.Join(dir, h, "hosts.toml"), []byte(hosts), 0o644); err != nil {
-			return "", err
-		}
-	}
-	return dir, nil
-}
-
-// waitRuntimeReady polls CRI Status until RuntimeReady is true.
-func (cd *criDaemon) waitRuntimeReady(ctx context.Context) error {
-	var last string
-	for {
-		resp, err := cd.rt.Status(ctx, &runtimeapi.StatusRequest{})
-		if err == nil {
-			for _, c := range resp.GetStatus().GetConditions() {
-				if c.Type == runtimeapi.RuntimeReady && c.Status {
-					return nil
-				}
-			}
-			last = fmt.Sprint(resp.GetStatus())
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("CRI runtime not ready: %v (last: %s)", ctx.Err(), last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// importImage imports an OCI archive into the CRI namespace, unpacks it
-// for the CRI snapshotter and waits until CRI's image service knows ref
-// (it learns of images from containerd's events).
-func (cd *criDaemon) importImage(ctx context.Context, ref string, archive []byte) error {
-	ctx = namespaces.WithNamespace(ctx, criNamespace)
-	imgs, err := cd.client.Import(ctx, bytes.NewReader(archive))
-	if err != nil {
-		return fmt.Errorf("import %s: %w", ref, err)
-	}
-	if len(imgs) != 1 || imgs[0].Name != ref {
-		return fmt.Errorf("import %s: got %v, want one image %s", ref, imgs, ref)
-	}
-	if err := client.NewImage(cd.client, imgs[0]).Unpack(ctx, snapshotter); err != nil {
-		return fmt.Errorf("unpack %s with %s: %w", ref, snapshotter, err)
-	}
-	for {
-		resp, err := cd.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
-		if err == nil && resp.GetImage() != nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("CRI does not see imported image %s: %v (last: %v)", ref, ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// pauseArchive builds tests/cmd/pause (static) into a rootfs holding
-// only it and returns that image as an OCI archive named pauseImageRef.
-// $SHIM_TEST_PAUSE names a pause binary built beforehand instead (the
-// cgroup v2 guest of tests/vm has no Go toolchain).
-func pauseArchive() ([]byte, error) {
-	dir, err := os.MkdirTemp("", "shimtest-pause-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	rootfs := filepath.Join(dir, "rootfs")
-	for _, d := range []string{"dev", "proc", "sys", "etc"} {
-		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
-			return nil, err
-		}
-	}
-	if prebuilt := os.Getenv("SHIM_TEST_PAUSE"); prebuilt != "" {
-		if err := copyExecutable(prebuilt, filepath.Join(rootfs, "pause")); err != nil {
-			return nil, fmt.Errorf("SHIM_TEST_PAUSE: %w", err)
-		}
-	} else {
-		// go test runs in the package directory: the module root is its parent.
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(rootfs, "pause"), "./tests/cmd/pause")
-		cmd.Dir = ".."
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build the pause binary (%s): %w\n%s", strings.Join(cmd.Args, " "), err, out)
-		}
-	}
-	var buf bytes.Buffer
-	if _, err := image.WriteArchiveWithConfig(&buf, rootfs, pauseImageRef, ocispec.ImageConfig{
-		Entrypoint: []string{"/pause"},
-		WorkingDir: "/",
-	}); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }

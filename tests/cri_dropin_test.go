@@ -23,6 +23,8 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/cri"
 )
 
 // runtimePathIgnored is why a runtime_path drop-in is not tested on
@@ -313,7 +315,7 @@ func TestCRIDropInSwitch(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := d.waitRuntimeReady(ctx); err != nil {
+	if err := cri.WaitRuntimeReady(ctx, d.rt); err != nil {
 		t.Fatal(err)
 	}
 

@@ -59,6 +59,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/cri"
 )
 
 // The shim sandboxer's shipped files and names.
@@ -767,7 +769,7 @@ func TestCRISandboxerContainerdRestart(t *testing.T) {
 	if err := d.launch(); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.waitRuntimeReady(e.ctx); err != nil {
+	if err := cri.WaitRuntimeReady(e.ctx, d.rt); err != nil {
 		t.Fatal(err)
 	}
 	p.waitPodState(runtimeapi.PodSandboxState_SANDBOX_READY, 30*time.Second)

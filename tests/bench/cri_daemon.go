@@ -6,20 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	nodev1 "k8s.io/api/node/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	"sigs.k8s.io/yaml"
 
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/cri"
 	"github.com/sandbox-shim/containerd-shim-sandbox-v2/tests/internal/image"
 )
 
@@ -56,7 +51,7 @@ const runcHandler = "runc"
 const (
 	// criNamespace is where the CRI plugin keeps everything; images must
 	// be imported there.
-	criNamespace = "k8s.io"
+	criNamespace = cri.Namespace
 	// pauseImageRef is the pod sandbox image: tests/cmd/pause (or
 	// -pause), built here, never pulled.
 	pauseImageRef = "localhost/shimbench/pause:1"
@@ -105,7 +100,7 @@ func startCRIDaemon(ctx context.Context, dir, containerdDir string, shims map[st
 			return nil, err
 		}
 	}
-	if err := writeNoRegistryHosts(hosts); err != nil {
+	if err := cri.WriteNoRegistryHosts(hosts, noRegistry); err != nil {
 		return nil, err
 	}
 	cd.daemon, err = startDaemon(ctx, dir, containerdDir, shims, criConfig(cniConf, hosts)+tables)
@@ -121,19 +116,19 @@ func startCRIDaemon(ctx context.Context, dir, containerdDir string, shims map[st
 
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := cd.waitRuntimeReady(ctx); err != nil {
+	if err := cri.WaitRuntimeReady(ctx, cd.rt); err != nil {
 		return cd, err
 	}
 	var busybox bytes.Buffer
 	if _, err := image.WriteArchive(&busybox, rootfs, imageRef); err != nil {
 		return cd, err
 	}
-	pauseArchive, err := buildPauseArchive(filepath.Join(dir, "pause"), pause)
+	pauseArchive, err := cri.PauseArchive(filepath.Join(dir, "pause"), pause, ".", pauseImageRef)
 	if err != nil {
 		return cd, err
 	}
 	for ref, archive := range map[string][]byte{imageRef: busybox.Bytes(), pauseImageRef: pauseArchive} {
-		if err := cd.importImage(ctx, ref, archive); err != nil {
+		if err := cri.ImportImage(ctx, cd.client, cd.images, snapshotter, ref, archive); err != nil {
 			return cd, err
 		}
 	}
@@ -144,10 +139,10 @@ func startCRIDaemon(ctx context.Context, dir, containerdDir string, shims map[st
 // and returns the shipped runtime tables, verbatim, that serve them.
 func (cd *criDaemon) shippedTables() (string, error) {
 	var err error
-	if cd.pauseHandler, err = runtimeClassHandler(filepath.Join(criConfigDir, pauseRuntimeClass)); err != nil {
+	if cd.pauseHandler, err = cri.RuntimeClassHandler(filepath.Join(criConfigDir, pauseRuntimeClass)); err != nil {
 		return "", err
 	}
-	if cd.sandboxerHandler, err = runtimeClassHandler(filepath.Join(criConfigDir, sandboxerRuntimeClass)); err != nil {
+	if cd.sandboxerHandler, err = cri.RuntimeClassHandler(filepath.Join(criConfigDir, sandboxerRuntimeClass)); err != nil {
 		return "", err
 	}
 	var tables strings.Builder
@@ -178,121 +173,6 @@ func criConfig(cniConf, hosts string) string {
 	fmt.Fprintf(&b, "[%s]\n  restrict_oom_score_adj = true\n", rt)
 	fmt.Fprintf(&b, "  [%s.cni]\n    conf_dir = %q\n", rt, cniConf)
 	return b.String()
-}
-
-// runtimeClassHandler parses a shipped RuntimeClass manifest and returns
-// its handler.
-func runtimeClassHandler(path string) (string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("%w (run from the repository root, as make bench does)", err)
-	}
-	var rc nodev1.RuntimeClass
-	if err := yaml.UnmarshalStrict(data, &rc); err != nil {
-		return "", fmt.Errorf("parse %s: %w", path, err)
-	}
-	if rc.Kind != "RuntimeClass" || rc.Handler == "" {
-		return "", fmt.Errorf("%s: kind %q handler %q, want a RuntimeClass with a handler", path, rc.Kind, rc.Handler)
-	}
-	return rc.Handler, nil
-}
-
-// writeNoRegistryHosts writes, in dir, a hosts.toml pointing at
-// noRegistry for the default and for every registry the images name.
-func writeNoRegistryHosts(dir string) error {
-	hosts := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", noRegistry, noRegistry)
-	for _, h := range []string{"_default", "docker.io", "localhost", "registry.k8s.io"} {
-		if err := os.MkdirAll(filepath.Join(dir, h), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, h, "hosts.toml"), []byte(hosts), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// buildPauseArchive makes, in dir, a rootfs holding only the pause
-// binary (prebuilt, or tests/cmd/pause built static) and returns it as
-// an OCI archive named pauseImageRef.
-func buildPauseArchive(dir, prebuilt string) ([]byte, error) {
-	rootfs := filepath.Join(dir, "rootfs")
-	for _, d := range []string{"dev", "proc", "sys", "etc"} {
-		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
-			return nil, err
-		}
-	}
-	bin := filepath.Join(rootfs, "pause")
-	if prebuilt != "" {
-		if err := copyFile(prebuilt, bin); err != nil {
-			return nil, fmt.Errorf("-pause: %w", err)
-		}
-	} else {
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./tests/cmd/pause")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build the pause binary (%s): %w\n%s", strings.Join(cmd.Args, " "), err, out)
-		}
-	}
-	var buf bytes.Buffer
-	if _, err := image.WriteArchiveWithConfig(&buf, rootfs, pauseImageRef, ocispec.ImageConfig{
-		Entrypoint: []string{"/pause"},
-		WorkingDir: "/",
-	}); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// waitRuntimeReady polls CRI Status until RuntimeReady is true.
-func (cd *criDaemon) waitRuntimeReady(ctx context.Context) error {
-	var last string
-	for {
-		resp, err := cd.rt.Status(ctx, &runtimeapi.StatusRequest{})
-		if err == nil {
-			for _, c := range resp.GetStatus().GetConditions() {
-				if c.Type == runtimeapi.RuntimeReady && c.Status {
-					return nil
-				}
-			}
-			last = fmt.Sprint(resp.GetStatus())
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("CRI runtime not ready: %w (last: %s)", ctx.Err(), last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// importImage imports an OCI archive into the CRI namespace, unpacks it
-// for the CRI snapshotter and waits until CRI's image service knows ref
-// (it learns of images from containerd's events).
-func (cd *criDaemon) importImage(ctx context.Context, ref string, archive []byte) error {
-	ctx = namespaces.WithNamespace(ctx, criNamespace)
-	imgs, err := cd.client.Import(ctx, bytes.NewReader(archive))
-	if err != nil {
-		return fmt.Errorf("import %s: %w", ref, err)
-	}
-	if len(imgs) != 1 || imgs[0].Name != ref {
-		return fmt.Errorf("import %s: got %v, want one image %s", ref, imgs, ref)
-	}
-	if err := client.NewImage(cd.client, imgs[0]).Unpack(ctx, snapshotter); err != nil {
-		return fmt.Errorf("unpack %s with %s: %w", ref, snapshotter, err)
-	}
-	for {
-		resp, err := cd.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
-		if err == nil && resp.GetImage() != nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("CRI does not see imported image %s: %w (last: %v)", ref, ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // teardown removes every pod CRI still has (all of them the bench's: the
