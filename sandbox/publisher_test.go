@@ -38,19 +38,35 @@ func (f *fakeEvents) Forward(ctx context.Context, req *eventsapi.ForwardRequest)
 	return &emptypb.Empty{}, nil
 }
 
-// countingListener counts accepted connections: a publisher that redials
-// shows as a second one.
+// countingListener counts accepted connections (a publisher that redials
+// shows as a second one) and keeps them, for stop to close.
 type countingListener struct {
 	net.Listener
 	n *atomic.Int32
+
+	mu    *sync.Mutex
+	conns *[]net.Conn // guarded by mu
 }
 
 func (l countingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err == nil {
 		l.n.Add(1)
+		l.mu.Lock()
+		*l.conns = append(*l.conns, c)
+		l.mu.Unlock()
 	}
 	return c, err
+}
+
+// closeAll closes every accepted connection, as a containerd that died
+// closes its end of each.
+func (l countingListener) closeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range *l.conns {
+		c.Close()
+	}
 }
 
 // serveEvents serves f at path until the returned stop is called (or the
@@ -66,16 +82,20 @@ func serveEvents(t *testing.T, path string, f *fakeEvents) (stop func()) {
 		t.Fatal(err)
 	}
 	eventsapi.RegisterTTRPCEventsService(srv, f)
+	cl := countingListener{Listener: l, n: &f.accepts, mu: &sync.Mutex{}, conns: new([]net.Conn)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = srv.Serve(context.Background(), countingListener{l, &f.accepts})
+		_ = srv.Serve(context.Background(), cl)
 	}()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
 			srv.Close()
 			<-done
+			// ttrpc's Close may leave a busy connection serving for a
+			// while; a containerd that went away serves nothing more.
+			cl.closeAll()
 		})
 	}
 	t.Cleanup(stop)
