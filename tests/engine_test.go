@@ -145,3 +145,39 @@ func helperRuns(t testing.TB, d *daemon) int {
 	}
 	return bytes.Count(data, []byte("x\n"))
 }
+
+// withEngineOption adds $SHIM_TEST_ENGINE's line to the options section
+// of a shipped 2.x runtime table for this shim (read from path), after
+// its SystemdCgroup line: containerd 2.x passes the section to the shim
+// as TOML. containerd 1.6 and the drop-in tables (runc's options
+// protobuf) cannot carry the key; their CRI lanes run the runc engine.
+func withEngineOption(path, table string) (string, error) {
+	e, err := testEngine()
+	if err != nil || e == "" {
+		return table, err
+	}
+	const anchor = "    SystemdCgroup = false\n"
+	if n := strings.Count(table, anchor); n != 1 {
+		return "", fmt.Errorf("%s: %d times %q, want exactly one", path, n, anchor)
+	}
+	return strings.Replace(table, anchor, anchor+fmt.Sprintf("    engine = %q\n", e), 1), nil
+}
+
+// helperRunsIfEngine returns the helper's runs in e's daemon when the CRI
+// lane carries $SHIM_TEST_ENGINE=libcontainer (this shim's own 2.x
+// table, withEngineOption), else -1.
+func helperRunsIfEngine(t *testing.T, e *criEnv) int {
+	t.Helper()
+	eng, err := testEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mode, err := dropInMode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eng != "libcontainer" || e.d.runtimeType != sandboxRuntime || mode != noDropIn || defaultDaemonVersion(t).legacy() {
+		return -1
+	}
+	return helperRuns(t, e.d.daemon)
+}
