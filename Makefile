@@ -35,7 +35,7 @@ install: bin/$(BINARY) bin/$(HELPER)
 	install -D -m 0755 bin/$(HELPER) $(DESTDIR)$(PREFIX)/bin/$(HELPER)
 
 # Every check and test, as CI runs them (needs root for the end-to-end part).
-test: bin/$(BINARY)
+test: bin/$(BINARY) bin/$(HELPER)
 	bash tests/run-tests.sh
 
 unit:
@@ -47,7 +47,7 @@ demo: bin/$(BINARY)
 
 # Side by side with containerd-shim-runc-v2 (tests/bench; root). Flags go
 # through BENCH_FLAGS, e.g. make bench BENCH_FLAGS='-n 50 -json bench.json'.
-bench: bin/$(BINARY)
+bench: bin/$(BINARY) bin/$(HELPER)
 	bash tests/install-deps.sh
 	$(GO) run ./tests/bench $(BENCH_FLAGS)
 
