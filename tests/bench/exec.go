@@ -75,6 +75,21 @@ func (b *bench) execSection(ctx context.Context, sec, what string, rts [2]shimRu
 	b.phasedRows(sec, "exec", execPhases, samples)
 	perExec := func(ticks uint64) float64 { return float64(ticks) * 1000 / userHZ / float64(b.opts.n) }
 	b.rep.value(sec, "CPU per exec: shim + what it reaped", "ms", perExec(cpu[0]), perExec(cpu[1]))
+	// The pod shim's own memory after the section's execs: the engine
+	// must not raise it (the helper is a process of its own).
+	var uss [2]float64
+	for i, x := range holders {
+		init, err := readStat(int(x.t.Pid()))
+		if err != nil {
+			return fmt.Errorf("%s: stat of %s's init: %w", rts[i].label, x.id, err)
+		}
+		u, err := readRollup(init.ppid)
+		if err != nil {
+			return fmt.Errorf("%s: memory of %s's shim: %w", rts[i].label, x.id, err)
+		}
+		uss[i] = float64(u.uss) / (1 << 20)
+	}
+	b.rep.value(sec, "pod shim USS after the execs", "MiB", uss[0], uss[1])
 	return nil
 }
 
