@@ -44,6 +44,14 @@ func execHelperPath() string {
 	return filepath.Join(filepath.Dir(self), ExecHelperName)
 }
 
+// helperCovers reports whether the helper does all that opts asks: a
+// detached exec with stdio or a console socket, a pid file and a log.
+// A pidfd socket, a Started channel (foreground exec) or extra runc
+// arguments run the binary.
+func helperCovers(opts *runc.ExecOpts) bool {
+	return opts != nil && opts.Detach && opts.PidfdSocket == nil && opts.Started == nil && len(opts.ExtraArgs) == 0
+}
+
 // execHelper runs an exec through the libcontainer helper (package
 // lcexec): `runc exec --detach` without runc's parent process. It is the
 // same call, with the same files: the process spec as a JSON file, the

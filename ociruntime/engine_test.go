@@ -166,3 +166,27 @@ func TestEngineHelperPath(t *testing.T) {
 		t.Error("ValidEngine(crun) = true")
 	}
 }
+
+// TestHelperCovers: the helper runs only the detached exec it
+// implements; anything more runs the binary.
+func TestHelperCovers(t *testing.T) {
+	started := make(chan int, 1)
+	tests := []struct {
+		name string
+		opts *runc.ExecOpts
+		want bool
+	}{
+		{name: "detached, pid file, log", opts: &runc.ExecOpts{Detach: true, PidFile: "p", LogFile: "l"}, want: true},
+		{name: "no options", opts: nil, want: false},
+		{name: "not detached", opts: &runc.ExecOpts{PidFile: "p"}, want: false},
+		{name: "started channel", opts: &runc.ExecOpts{Detach: true, Started: started}, want: false},
+		{name: "extra runc arguments", opts: &runc.ExecOpts{Detach: true, ExtraArgs: []string{"--preserve-fds", "1"}}, want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := helperCovers(tt.opts); got != tt.want {
+				t.Errorf("helperCovers = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

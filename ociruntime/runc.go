@@ -129,7 +129,7 @@ func (r *Runc) Exec(ctx context.Context, id string, spec specs.Process, opts *ru
 	if opts != nil && opts.LogFile != "" {
 		logPath = opts.LogFile
 	}
-	if r.useHelper && r.directOK(ctx) {
+	if r.useHelper && helperCovers(opts) && r.directOK(ctx) {
 		return failLog("exec", id, logPath, r.execHelper(ctx, id, spec, opts, logPath))
 	}
 	return failLog("exec", id, logPath, r.client.Exec(ctx, id, spec, opts))
