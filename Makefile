@@ -5,12 +5,15 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
+# The libcontainer exec engine's helper (ociruntime/engine.go), installed
+# beside the shim.
+HELPER   := containerd-shim-sandbox-v2-exec
 
 .PHONY: all build install test unit demo bench proto clean
 
 all: build
 
-build: bin/$(BINARY)
+build: bin/$(BINARY) bin/$(HELPER)
 
 # The project's packages the binary is built from, as go list says: a new
 # package cannot be forgotten here.
@@ -20,11 +23,19 @@ SHIM_DIRS := $(shell $(GO) list -deps -f '{{.Dir}}' ./cmd/$(BINARY) 2>/dev/null 
 bin/$(BINARY): $(shell find $(SHIM_DIRS) -maxdepth 1 -name '*.go' -not -name '*_test.go') go.mod go.sum
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$(BINARY)
 
-install: bin/$(BINARY)
+# The exec helper is the one cgo binary: libcontainer's nsenter (C) and
+# libseccomp, linked statically, so that its init (a sealed copy of it,
+# run for every exec) loads no shared library. Needs libseccomp-dev.
+bin/$(HELPER): $(shell find ./cmd/$(HELPER) ./ociruntime/lcexec -maxdepth 1 -name '*.go' -not -name '*_test.go') go.mod go.sum
+	CGO_ENABLED=1 $(GO) build -trimpath -tags 'seccomp netgo osusergo' \
+		-ldflags '-s -w -linkmode external -extldflags -static' -o $@ ./cmd/$(HELPER)
+
+install: bin/$(BINARY) bin/$(HELPER)
 	install -D -m 0755 bin/$(BINARY) $(DESTDIR)$(PREFIX)/bin/$(BINARY)
+	install -D -m 0755 bin/$(HELPER) $(DESTDIR)$(PREFIX)/bin/$(HELPER)
 
 # Every check and test, as CI runs them (needs root for the end-to-end part).
-test: bin/$(BINARY)
+test: bin/$(BINARY) bin/$(HELPER)
 	bash tests/run-tests.sh
 
 unit:
@@ -36,7 +47,7 @@ demo: bin/$(BINARY)
 
 # Side by side with containerd-shim-runc-v2 (tests/bench; root). Flags go
 # through BENCH_FLAGS, e.g. make bench BENCH_FLAGS='-n 50 -json bench.json'.
-bench: bin/$(BINARY)
+bench: bin/$(BINARY) bin/$(HELPER)
 	bash tests/install-deps.sh
 	$(GO) run ./tests/bench $(BENCH_FLAGS)
 

@@ -30,6 +30,10 @@ type Options struct {
 	ShimCgroup    string `json:"shim_cgroup,omitempty"`
 	CriuImagePath string `json:"criu_image_path,omitempty"`
 	CriuWorkPath  string `json:"criu_work_path,omitempty"`
+	// Engine chooses how execs run: EngineRunc ("" too) or
+	// EngineLibcontainer (engine.go). Not one of runc's options: it is
+	// set by the TOML options CRI passes (key "engine").
+	Engine string `json:"engine,omitempty"`
 }
 
 // Runc is the Runtime for one container: go-runc's client for the binary
@@ -41,6 +45,12 @@ type Runc struct {
 	// direct says whether the direct paths may be taken at all; a test
 	// turns them off to compare with the binary (conformance_test.go).
 	direct bool
+
+	// helper is the libcontainer exec helper's path when the options
+	// choose that engine, else "" (engine.go). Set by New only.
+	helper string
+	// useHelper says the options chose the libcontainer engine.
+	useHelper bool
 
 	// probe is what the binary said of itself, asked for by Create.
 	probeOnce sync.Once
@@ -76,7 +86,7 @@ func New(opts Options, namespace, bundle string) *Runc {
 	if fi, err := os.Stat(bundle); err != nil || !fi.IsDir() {
 		workDir, logFile = "/", ""
 	}
-	return &Runc{direct: true, client: &runc.Runc{
+	r := &Runc{direct: true, client: &runc.Runc{
 		Command:       binary,
 		Root:          filepath.Join(root, namespace),
 		Log:           logFile,
@@ -85,6 +95,10 @@ func New(opts Options, namespace, bundle string) *Runc {
 		Setpgid:       true,
 		SystemdCgroup: opts.SystemdCgroup,
 	}}
+	if opts.Engine == EngineLibcontainer {
+		r.useHelper, r.helper = true, execHelperPath()
+	}
+	return r
 }
 
 // Create runs `create`. It also asks the binary, once per binary and in
@@ -106,10 +120,17 @@ func (r *Runc) Start(ctx context.Context, id string, pidfd int) error {
 }
 
 // Exec runs `exec`; runc's words come from opts.LogFile when it is set.
+// With the libcontainer engine, the helper runs instead of the binary
+// when the binary is a runc whose state.json the matrix covers (the same
+// gate as the direct paths: libcontainer reads that record); any other
+// runtime runs its binary.
 func (r *Runc) Exec(ctx context.Context, id string, spec specs.Process, opts *runc.ExecOpts) error {
 	logPath := r.client.Log
 	if opts != nil && opts.LogFile != "" {
 		logPath = opts.LogFile
+	}
+	if r.useHelper && helperCovers(opts) && r.directOK(ctx) {
+		return failLog("exec", id, logPath, r.execHelper(ctx, id, spec, opts, logPath))
 	}
 	return failLog("exec", id, logPath, r.client.Exec(ctx, id, spec, opts))
 }

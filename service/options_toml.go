@@ -115,6 +115,9 @@ func optionField(key string) string {
 		return "IoUid"
 	case "iogid", "io_gid":
 		return "IoGid"
+	case "engine":
+		// The shim's own key, not runc's: ociruntime.Options.Engine.
+		return "Engine"
 	}
 	return ""
 }
@@ -143,6 +146,14 @@ func setOption(o *ociruntime.Options, field string, v any) error {
 		return setID(&o.IoUID, v)
 	case "IoGid":
 		return setID(&o.IoGID, v)
+	case "Engine":
+		if err := setString(&o.Engine, v); err != nil {
+			return err
+		}
+		if !ociruntime.ValidEngine(o.Engine) {
+			return fmt.Errorf("engine %q, want %q or %q: %w", o.Engine, ociruntime.EngineRunc, ociruntime.EngineLibcontainer, errdefs.ErrInvalidArgument)
+		}
+		return nil
 	}
 	return fmt.Errorf("unknown option %s: %w", field, errdefs.ErrInvalidArgument)
 }

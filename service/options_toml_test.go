@@ -127,6 +127,11 @@ Debug = true
 NoNewKeyring = true
 `, want: ociruntime.Options{NoNewKeyring: true}},
 		{name: "booleans false", table: "SystemdCgroup = false\nNoPivotRoot = false\nNoNewKeyring = false\n"},
+		{name: "the libcontainer exec engine", table: "engine = 'libcontainer'\n",
+			want: ociruntime.Options{Engine: ociruntime.EngineLibcontainer}},
+		{name: "the runc engine, by name", table: "Engine = \"runc\"\n", want: ociruntime.Options{Engine: ociruntime.EngineRunc}},
+		{name: "an unknown engine", table: "engine = 'crun'\n", err: `engine: engine "crun", want "runc" or "libcontainer"`},
+		{name: "a boolean for the engine", table: "engine = true\n", err: "engine: is a boolean, want a string"},
 
 		{name: "string for a boolean", table: "SystemdCgroup = 'true'\n", err: `SystemdCgroup: is a string, want a boolean`},
 		{name: "integer for a boolean", table: "NoPivotRoot = 1\n", err: "NoPivotRoot: is an integer, want a boolean"},

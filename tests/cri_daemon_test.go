@@ -277,6 +277,9 @@ func installShims(v daemonVersion, inst criInstall, bin string) (string, error) 
 		if err := copyExecutable(inst.shim, own); err != nil {
 			return "", err
 		}
+		if err := installExecHelper(inst.shim, bin); err != nil {
+			return "", err
+		}
 	}
 	if inst.dropIn == dropInRuntimePath {
 		return own, nil
@@ -397,6 +400,9 @@ func runtimeTable(v daemonVersion, inst criInstall, bin string) (file, table str
 		table, err = replaceLine(path, shippedRuntimePath+"\n", "")
 	default:
 		table, err = runtimeSnippet(path, inst.runtimeType)
+		if err == nil && !v.legacy() && inst.runtimeType == sandboxRuntime {
+			table, err = withEngineOption(path, table)
+		}
 	}
 	return file, table, err
 }

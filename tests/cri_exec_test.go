@@ -37,7 +37,14 @@ func (e *criEnv) execSync(id string, timeout int64, cmd ...string) []byte {
 // TestCRIExecSync: ExecSync returns each stream's bytes and the exit
 // code; a command that outlives its timeout is killed and reported as a
 // timeout; ExecSync into a stopped container fails.
-func TestCRIExecSync(t *testing.T) { testCRIExecSync(t, newCRIEnv(t)) }
+func TestCRIExecSync(t *testing.T) {
+	e := newCRIEnv(t)
+	runs := helperRunsIfEngine(t, e)
+	testCRIExecSync(t, e)
+	if runs >= 0 && helperRunsIfEngine(t, e) == runs {
+		t.Errorf("%s=libcontainer: the exec helper never ran for the CRI execs", engineEnv)
+	}
+}
 
 // testCRIExecSync is TestCRIExecSync on e: with or without a pause container
 // (TestCRISandboxerPodSteps).

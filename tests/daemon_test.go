@@ -78,6 +78,9 @@ func startDaemon(v daemonVersion, shim string) (d *daemon, err error) {
 		if err := copyExecutable(shim, filepath.Join(d.bin, shimBinaryName(sandboxRuntime))); err != nil {
 			return d, err
 		}
+		if err := installExecHelper(shim, d.bin); err != nil {
+			return d, err
+		}
 	}
 	if err := image.BuildRootfs(d.rootfs, image.BusyboxPath); err != nil {
 		return d, err

@@ -214,8 +214,16 @@ func TestInitExitDuringExecStart(t *testing.T) {
 		os.RemoveAll(dir)
 	})
 	l := subscribe(t, e)
-	r := e.run(ctrSpec{id: "held", args: []string{"sleep", "1000"},
-		runtimeOpts: &options.Options{BinaryName: holdingRuntime(t, dir)}})
+	var ropts any = &options.Options{BinaryName: holdingRuntime(t, dir)}
+	if isSandboxRuntime() {
+		// The hold is in the runtime binary's `exec`: whatever
+		// $SHIM_TEST_ENGINE says, this container's execs run it.
+		var err error
+		if ropts, err = withEngine(ropts, "runc"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := e.run(ctrSpec{id: "held", args: []string{"sleep", "1000"}, runtimeOpts: ropts})
 
 	exec1 := holdExec(t, r, dir, "exec1")
 	held = append(held, exec1)

@@ -12,6 +12,9 @@
 #   SHIM_TEST_RUNCS   runc binaries, space-separated; unset: every
 #                     $SHIMTEST_ROOT/runc-v*/runc (install-deps.sh builds
 #                     them), oldest first; set but empty: nothing runs
+#   MATRIX_ENGINES    this shim's exec engines, each a lane of its own
+#                     (SHIM_TEST_ENGINE); default "runc libcontainer";
+#                     the runc shim runs its only one
 #   MATRIX_RUN, MATRIX_SKIP, MATRIX_TIMEOUT   the tests' -test.run,
 #                     -test.skip, -test.timeout
 #
@@ -28,6 +31,7 @@ export SHIM_TEST_STRICT
 : "${MATRIX_RUN:=^(TestLifecycle|TestExitCodes|TestSIGTERMTrap|TestExec|TestDirectStartDelete|TestKillAfterExit|TestKillDeletedByRuntime|TestKillPaused|TestTaskControl|TestExitStatusAnswerable|TestInitKilledBeforeStart|TestInitExitRefusesExecStart|TestInitExitDuringExecStart|TestSharedPidNamespaceExit|TestEventOrder|TestExecEventOrder|TestTerminal|TestTerminalExecResize|TestCtrRunTerminal|TestRuntimeOptions|TestRuntimeRunsInBundle)\$}"
 : "${MATRIX_SKIP:=^TestLifecycle\$/^(2\.2|1\.6)\$}"
 : "${MATRIX_TIMEOUT:=10m}"
+: "${MATRIX_ENGINES:=runc libcontainer}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -64,16 +68,21 @@ for runc in $SHIM_TEST_RUNCS; do
 	fi
 	runc=$abs
 	for runtime in $SHIM_TEST_RUNTIMES; do
-		step "runc matrix: $runc, runtime $runtime, containerd 2.4.2"
-		start=$SECONDS
-		result=ok
-		if ! (cd tests && SHIM_TEST_RUNC="$runc" SHIM_TEST_RUNTIME="$runtime" SHIM_TEST_CONTAINERD=2.4.2 \
-			"$bindir/tests.test" -test.v -test.count=1 -test.timeout "$MATRIX_TIMEOUT" \
-			-test.run "$MATRIX_RUN" -test.skip "$MATRIX_SKIP"); then
-			failed+=("$runc/$runtime")
-			result=FAIL
-		fi
-		timings+=("$(printf '%-4s %4d s  %s  %s' "$result" $((SECONDS - start)) "$runc" "$runtime")")
+		engines=runc
+		[[ $runtime == io.containerd.sandbox.v2 ]] && engines=$MATRIX_ENGINES
+		for engine in $engines; do
+			step "runc matrix: $runc, runtime $runtime, engine $engine, containerd 2.4.2"
+			start=$SECONDS
+			result=ok
+			if ! (cd tests && SHIM_TEST_RUNC="$runc" SHIM_TEST_RUNTIME="$runtime" SHIM_TEST_CONTAINERD=2.4.2 \
+				SHIM_TEST_ENGINE="$engine" \
+				"$bindir/tests.test" -test.v -test.count=1 -test.timeout "$MATRIX_TIMEOUT" \
+				-test.run "$MATRIX_RUN" -test.skip "$MATRIX_SKIP"); then
+				failed+=("$runc/$runtime/$engine")
+				result=FAIL
+			fi
+			timings+=("$(printf '%-4s %4d s  %s  %s  %s' "$result" $((SECONDS - start)) "$runc" "$runtime" "$engine")")
+		done
 	done
 done
 

@@ -88,12 +88,12 @@ func describeRunc() string {
 	return fmt.Sprintf("runc under test: %s (%s; %s)", p, v, how)
 }
 
-// runtimeOptions returns the runtime options a container of the suite is
-// created with: opts, with BinaryName naming $SHIM_TEST_RUNC when that is
+// runcRuntimeOptions returns the runtime options a container of the suite is
+// created with, before the engine (engine_test.go): opts, with BinaryName naming $SHIM_TEST_RUNC when that is
 // set and opts names no runtime of its own (a test's wrapper or crun is
 // kept: the wrappers exec runcUnderTest themselves). Unset, opts is
 // returned as it is, nil included.
-func runtimeOptions(opts any) (any, error) {
+func runcRuntimeOptions(opts any) (any, error) {
 	selected, bin, _, err := resolveRunc()
 	if err != nil {
 		return nil, err
@@ -142,14 +142,19 @@ func ctrRuntimeArgs(t testing.TB) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !selected {
+	engine := engineLine(t)
+	if !selected && engine == "" {
 		return args
 	}
 	if !isSandboxRuntime() {
 		return append(args, "--runc-binary", bin)
 	}
+	var toml string
+	if selected {
+		toml = fmt.Sprintf("BinaryName = %q\n", bin)
+	}
 	cfg := filepath.Join(t.TempDir(), "runtime-options.toml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, "BinaryName = %q\n", bin), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(toml+engine), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return append(args, "--runtime-config-path", cfg)

@@ -88,6 +88,16 @@ func findOrBuildShim() (string, error) {
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build the shim (%s): %w\n%s", strings.Join(cmd.Args, " "), err, msg)
 	}
+	// The libcontainer engine's helper beside it, as the Makefile builds
+	// it (cgo, static, libseccomp).
+	cmd = exec.Command("go", "build", "-tags", "seccomp netgo osusergo",
+		"-ldflags", "-s -w -linkmode external -extldflags -static",
+		"-o", filepath.Join(dir, execHelperName), "./cmd/"+execHelperName)
+	cmd.Dir = repo
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the exec helper (%s): %w\n%s", strings.Join(cmd.Args, " "), err, msg)
+	}
 	return out, nil
 }
 

@@ -18,6 +18,9 @@ type shimRuntime struct {
 	name   string // containerd runtime name
 	label  string // column heading
 	binary string // file name in the daemon's bin directory
+	// options are the runtime options its containers are created with;
+	// nil for none (the shim's defaults).
+	options any
 }
 
 // runtimes are compared in this order: this shim first (A), the upstream
@@ -66,7 +69,7 @@ func (b *bench) newContainer(ctx context.Context, rt shimRuntime, s ctrSpec) (cl
 		client.WithImage(b.img),
 		client.WithSnapshotter(snapshotter),
 		client.WithNewSnapshot(s.id+"-snap", b.img),
-		client.WithRuntime(rt.name, nil),
+		client.WithRuntime(rt.name, rt.options),
 		client.WithNewSpec(opts...),
 	)
 	if err != nil {
@@ -204,6 +207,11 @@ func stopAll(ctx context.Context, xs []*task) error {
 // holders starts, per runtime, a long-running container as the first of
 // a pod of its own, and returns them with a release that stops them.
 func (b *bench) holders(ctx context.Context, what string) ([2]*task, func(), error) {
+	return b.holdersOf(ctx, what, runtimes)
+}
+
+// holdersOf is holders for the runtimes rts.
+func (b *bench) holdersOf(ctx context.Context, what string, rts [2]shimRuntime) ([2]*task, func(), error) {
 	var xs [2]*task
 	release := func() {
 		ctx, cancel := cleanupContext(ctx)
@@ -214,7 +222,7 @@ func (b *bench) holders(ctx context.Context, what string) ([2]*task, func(), err
 			}
 		}
 	}
-	for i, rt := range runtimes {
+	for i, rt := range rts {
 		x, err := b.run(ctx, rt, ctrSpec{id: b.id(what + "-holder"), pod: b.id("pod-" + what), args: sleepArgs})
 		if err != nil {
 			release()

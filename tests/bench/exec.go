@@ -7,33 +7,104 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 )
 
 // execPhases are the client calls of one exec, timed in turn.
 var execPhases = []string{"Exec+Wait", "Start", "Start to exit", "Delete"}
 
+// execHelper is the libcontainer exec engine's helper binary, installed
+// beside the shim (ociruntime.ExecHelperName).
+const execHelper = "containerd-shim-sandbox-v2-exec"
+
+// libcontainerEngine is this shim choosing the libcontainer exec engine
+// through its TOML runtime options.
+func libcontainerEngine() shimRuntime {
+	rt := runtimes[0]
+	rt.label = "sandbox-v2 libcontainer"
+	rt.options = &runtimeoptions.Options{ConfigBody: []byte("engine = \"libcontainer\"\n")}
+	return rt
+}
+
 // execs measures section 3: Exec(/bin/true) + Wait + Start + exit +
-// Delete in a running pod container, A then B each round.
+// Delete in a running pod container, A then B each round; and, when the
+// helper is installed, again with this shim's libcontainer engine as A
+// (3b). Each also reports the CPU time per exec of the pod's shim and
+// everything it reaped (runc or the helper, their init, /bin/true).
 func (b *bench) execs(ctx context.Context) error {
-	holders, release, err := b.holders(ctx, "exec")
+	if err := b.execSection(ctx, "3. exec: /bin/true in a running pod container", "exec", runtimes); err != nil {
+		return err
+	}
+	if !b.helper {
+		return nil
+	}
+	rts := runtimes
+	rts[0] = libcontainerEngine()
+	return b.execSection(ctx, "3b. exec, this shim's libcontainer engine: /bin/true in a running pod container", "exec-lc", rts)
+}
+
+func (b *bench) execSection(ctx context.Context, sec, what string, rts [2]shimRuntime) error {
+	holders, release, err := b.holdersOf(ctx, what, rts)
 	if err != nil {
 		return err
 	}
 	defer release()
 	var samples [2]phased
+	var cpu [2]uint64 // ticks of the measured rounds
 	for round := range b.opts.warmup + b.opts.n {
 		for i, x := range holders {
+			before, err := shimTicks(x)
+			if err != nil {
+				return fmt.Errorf("%s: %w", rts[i].label, err)
+			}
 			ds, err := b.execOnce(ctx, x, fmt.Sprintf("x%d", round))
 			if err != nil {
-				return fmt.Errorf("%s: %w", runtimes[i].label, err)
+				return fmt.Errorf("%s: %w", rts[i].label, err)
+			}
+			after, err := shimTicks(x)
+			if err != nil {
+				return fmt.Errorf("%s: %w", rts[i].label, err)
 			}
 			if round >= b.opts.warmup {
 				samples[i].add(ds)
+				cpu[i] += after - before
 			}
 		}
 	}
-	b.phasedRows("3. exec: /bin/true in a running pod container", "exec", execPhases, samples)
+	b.phasedRows(sec, "exec", execPhases, samples)
+	perExec := func(ticks uint64) float64 { return float64(ticks) * 1000 / userHZ / float64(b.opts.n) }
+	b.rep.value(sec, "CPU per exec: shim + what it reaped", "ms", perExec(cpu[0]), perExec(cpu[1]))
+	// The pod shim's own memory after the section's execs: the engine
+	// must not raise it (the helper is a process of its own).
+	var uss [2]float64
+	for i, x := range holders {
+		init, err := readStat(int(x.t.Pid()))
+		if err != nil {
+			return fmt.Errorf("%s: stat of %s's init: %w", rts[i].label, x.id, err)
+		}
+		u, err := readRollup(init.ppid)
+		if err != nil {
+			return fmt.Errorf("%s: memory of %s's shim: %w", rts[i].label, x.id, err)
+		}
+		uss[i] = float64(u.uss) / (1 << 20)
+	}
+	b.rep.value(sec, "pod shim USS after the execs", "MiB", uss[0], uss[1])
 	return nil
+}
+
+// shimTicks returns the CPU ticks of the shim of x's pod and of the
+// children it reaped: the parent of x's init is the shim.
+func shimTicks(x *task) (uint64, error) {
+	init, err := readStat(int(x.t.Pid()))
+	if err != nil {
+		return 0, fmt.Errorf("stat of %s's init: %w", x.id, err)
+	}
+	shim, err := readStat(init.ppid)
+	if err != nil {
+		return 0, fmt.Errorf("stat of %s's shim: %w", x.id, err)
+	}
+	return shim.ticks, nil
 }
 
 // execOnce runs one exec of /bin/true in x and returns the duration of

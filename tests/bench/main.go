@@ -222,6 +222,9 @@ type bench struct {
 	rootfs  string // the busybox tree the image was made from
 	runc    string // the runc the shims find on the daemon's PATH
 	rep     *report
+	// helper says the libcontainer exec helper is installed beside this
+	// shim (exec.go measures that engine too).
+	helper  bool
 	sockets sockets      // shim sockets, for teardown
 	notes   []string     // what teardown found worth saying, not failures
 	seq     atomic.Int64 // makes ids unique
@@ -286,10 +289,17 @@ func (b *bench) setup(ctx context.Context) error {
 	if err := os.MkdirAll(b.fifoDir, 0o700); err != nil {
 		return err
 	}
-	b.d, err = startDaemon(ctx, b.dir, b.opts.containerd, map[string]string{
+	installed := map[string]string{
 		runtimes[0].binary: shim,
 		runtimes[1].binary: runcShim,
-	}, "")
+	}
+	// The libcontainer exec engine's helper, when it was built beside the
+	// shim (make build): the exec section then measures that engine too.
+	if helper := filepath.Join(filepath.Dir(shim), execHelper); fileExists(helper) {
+		installed[execHelper] = helper
+		b.helper = true
+	}
+	b.d, err = startDaemon(ctx, b.dir, b.opts.containerd, installed, "")
 	if err != nil {
 		return err
 	}

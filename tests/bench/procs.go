@@ -164,3 +164,9 @@ func readRollup(pid int) (usage, error) {
 	}
 	return u, nil
 }
+
+// fileExists reports whether path names something that can be stat'd.
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
