@@ -18,7 +18,10 @@
 // kill (Kill(SIGKILL) to exit), stdout (256 MiB), stdin (a line through
 // cat), pod (K = 1, 10, 30 containers: shim tree memory, idle CPU), node
 // (10 one-container pods), startall (30 containers of one pod started,
-// then stopped, concurrently), cri (cri.go: pods through the CRI plugin
+// then stopped, concurrently), binruns (binruns.go: the shim binary run
+// as containerd runs it for each container, `start` for a running pod's
+// next container and `delete` with nothing left, against a minimal
+// static Go binary), cri (cri.go: pods through the CRI plugin
 // of a second private containerd, in three modes: this shim without and
 // with a pause container, the runc shim with one). A shim still running
 // between sections is an error (it would share pages with the next
@@ -90,6 +93,7 @@ var sections = []section{
 	{"pod", (*bench).podMemory},
 	{"node", (*bench).nodeMemory},
 	{"startall", (*bench).startAll},
+	{"binruns", (*bench).binaryRuns},
 	{"cri", (*bench).criSection},
 }
 
