@@ -212,13 +212,20 @@ func listenOrFind(ctx context.Context, path, id string, claim ClaimFunc) (*net.U
 		if !errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("listen on %q: %w", path, err)
 		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		switch {
+		case err == nil:
 			switch claimShim(ctx, c, id, claim) {
 			case claimTaken:
 				return nil, errShimRunning
 			case claimUnknown:
 				return nil, errOtherShim
 			}
+		case !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, os.ErrNotExist):
+			// Someone listens but did not take the connection (a full
+			// backlog: EAGAIN; or a timeout): the pod's shim, busy.
+			// Taking its socket would give the pod a second shim.
+			return nil, fmt.Errorf("find the pod's shim at %q: %w: %w", path, err, errdefs.ErrUnavailable)
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove stale socket %q: %w", path, err)

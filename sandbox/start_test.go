@@ -195,6 +195,55 @@ func TestListenOrFindReplacesStale(t *testing.T) {
 	}
 }
 
+// TestListenOrFindBusyShim: a shim that listens but does not take the
+// connection in time (its backlog is full, so connect fails with EAGAIN)
+// is the pod's shim, busy: start fails as Unavailable and leaves its
+// socket, rather than give the pod a second shim.
+func TestListenOrFindBusyShim(t *testing.T) {
+	path := filepath.Join(shortDir(t), "sock")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	// Backlog 0, never accepted: fill it until a connect would block.
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	full := false
+	for range 16 {
+		c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(c)
+		if err := unix.Connect(c, &unix.SockaddrUnix{Name: path}); errors.Is(err, unix.EAGAIN) {
+			full = true
+			break
+		} else if err != nil {
+			t.Fatalf("fill the backlog: %v", err)
+		}
+	}
+	if !full {
+		t.Fatal("the listener's backlog never filled")
+	}
+	l, err := listenOrFind(context.Background(), path, "c1", nil)
+	if err == nil {
+		l.Close()
+		t.Fatal("listenOrFind took the socket of a busy shim")
+	}
+	if !errdefs.IsUnavailable(err) {
+		t.Errorf("listenOrFind: got %v, want Unavailable", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		t.Errorf("the busy shim's socket: stat %v, mode %o; want it kept", err, st.Mode)
+	}
+}
+
 func TestListenOrFindErrors(t *testing.T) {
 	dir := shortDir(t)
 	file := filepath.Join(dir, "file")
