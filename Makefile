@@ -9,11 +9,16 @@ LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 # beside the shim.
 HELPER   := containerd-shim-sandbox-v2-exec
 
-.PHONY: all build install test unit demo bench proto clean
+.PHONY: all build helper install test unit demo bench proto clean
 
 all: build
 
-build: bin/$(BINARY) bin/$(HELPER)
+# The shim alone: pure Go, no C toolchain needed.
+build: bin/$(BINARY)
+
+# The exec helper, for engine = "libcontainer" only (needs gcc and
+# libseccomp-dev).
+helper: bin/$(HELPER)
 
 # The project's packages the binary is built from, as go list says: a new
 # package cannot be forgotten here.
