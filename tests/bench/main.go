@@ -15,8 +15,9 @@
 // Sections (-sections, in this order): lifecycle and floor (one
 // alternation: a /bin/true container standalone and as a pod's next
 // container, and the same spec under `runc run` with no shim), exec,
-// kill (Kill(SIGKILL) to exit), stdout (256 MiB), stdin (a line through
-// cat), pod (K = 1, 10, 30 containers: shim tree memory, idle CPU), node
+// storm (storm.go: a pod shim's RSS idle, right after -storm execs and
+// settled again; CPU per exec), kill (Kill(SIGKILL) to exit), stdout (256 MiB), stdin (a line through
+// cat), pod (K = 1, 10, 30, 100 containers: shim tree memory, idle CPU), node
 // (10 one-container pods), startall (30 containers of one pod started,
 // then stopped, concurrently), cri (cri.go: pods through the CRI plugin
 // of a second private containerd, in three modes: this shim without and
@@ -50,19 +51,21 @@ import (
 
 // options are the command line.
 type options struct {
-	n          int
-	warmup     int
-	rounds     int
-	ioRounds   int
-	criPods    int
-	pause      string
-	idle       time.Duration
-	sections   []string
-	jsonPath   string
-	keep       bool
-	shim       string
-	containerd string
-	timeout    time.Duration
+	n            int
+	warmup       int
+	rounds       int
+	ioRounds     int
+	criPods      int
+	storm        int
+	stormWorkers int
+	pause        string
+	idle         time.Duration
+	sections     []string
+	jsonPath     string
+	keep         bool
+	shim         string
+	containerd   string
+	timeout      time.Duration
 }
 
 // section is one part of the benchmark, selectable with -sections.
@@ -84,6 +87,7 @@ var sections = []section{
 		return b.lifecycle(ctx, false, true)
 	}},
 	{"exec", (*bench).execs},
+	{"storm", (*bench).storm},
 	{"kill", (*bench).kills},
 	{"stdout", (*bench).stdoutThroughput},
 	{"stdin", (*bench).stdinRoundTrip},
@@ -107,6 +111,8 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.warmup, "warmup", 2, "unmeasured iterations per runtime before each latency figure")
 	flag.IntVar(&o.rounds, "rounds", 3, "pods per runtime of the start-all figure")
 	flag.IntVar(&o.ioRounds, "stdout-rounds", 5, "runs per runtime of the stdout throughput figure")
+	flag.IntVar(&o.storm, "storm", 3000, "execs per runtime of the exec storm")
+	flag.IntVar(&o.stormWorkers, "storm-workers", 4, "execs in flight during the exec storm, each worker alternating A B")
 	flag.IntVar(&o.criPods, "cri-pods", 10, "pods per mode of the CRI memory figure")
 	flag.StringVar(&o.pause, "pause", "", "a static pause binary for the CRI pause image, instead of building tests/cmd/pause")
 	flag.DurationVar(&o.idle, "idle", 10*time.Second, "idle window for the pod CPU figure")
@@ -133,8 +139,8 @@ func parseFlags() (options, error) {
 	if len(o.sections) == 0 {
 		return o, errors.New("-sections: none selected")
 	}
-	if o.n < 1 || o.warmup < 0 || o.rounds < 1 || o.ioRounds < 1 || o.criPods < 1 {
-		return o, errors.New("-n, -rounds, -stdout-rounds and -cri-pods must be at least 1, -warmup at least 0")
+	if o.n < 1 || o.warmup < 0 || o.rounds < 1 || o.ioRounds < 1 || o.criPods < 1 || o.storm < 1 || o.stormWorkers < 1 {
+		return o, errors.New("-n, -rounds, -stdout-rounds, -cri-pods, -storm and -storm-workers must be at least 1, -warmup at least 0")
 	}
 	return o, nil
 }
