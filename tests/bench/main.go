@@ -62,6 +62,7 @@ type options struct {
 	idle         time.Duration
 	sections     []string
 	jsonPath     string
+	readme       string
 	keep         bool
 	shim         string
 	containerd   string
@@ -118,10 +119,11 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.idle, "idle", 10*time.Second, "idle window for the pod CPU figure")
 	list := flag.String("sections", strings.Join(names, ","), "comma-separated sections to run")
 	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&o.readme, "readme", "", "rewrite the benchmark table in this README from the run (rows not measured are kept, marked)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (containerd log, config) for debugging")
 	flag.StringVar(&o.shim, "shim", "bin/containerd-shim-sandbox-v2", "the containerd-shim-sandbox-v2 binary to measure")
 	flag.StringVar(&o.containerd, "containerd", filepath.Join(root, "containerd-v2.4.2"), "directory holding containerd and containerd-shim-runc-v2 v2.4.2")
-	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "abort the run after this long")
+	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "abort the run after this long")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -189,6 +191,12 @@ func run() int {
 		if err := b.rep.writeJSON(opts.jsonPath); err != nil {
 			return fail("write %s: %v", opts.jsonPath, err)
 		}
+	}
+	if opts.readme != "" && runErr == nil && len(b.rep.Rows) > 0 {
+		if err := b.rep.writeReadme(opts.readme); err != nil {
+			return fail("%v", err)
+		}
+		fmt.Fprintf(os.Stderr, "bench: wrote the table in %s\n", opts.readme)
 	}
 	if opts.keep {
 		fmt.Fprintf(os.Stderr, "bench: kept %s\n", b.dir)
