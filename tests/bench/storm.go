@@ -14,7 +14,8 @@ import (
 
 // settleWindow and settleTolerance define an idle shim's memory as
 // settled: its RSS, read every settlePoll, has moved by no more than
-// settleTolerance over the last settleWindow. Go's scavenger returns
+// settleTolerance (per process, for a set summed) over the last
+// settleWindow. Go's scavenger returns
 // freed pages a few at a time after a burst, so a single read right
 // after the burst, or after a fixed sleep, says nothing about where the
 // shim ends up; polling until the reads stop moving does.
@@ -148,7 +149,7 @@ func (b *bench) settled(ctx context.Context, trees [2][]int, when string) ([2]ui
 }
 
 // settleRSS polls the RSS summed over each set of processes until it has
-// stayed within settleTolerance for settleWindow, and returns the last
+// stayed within settleTolerance per process for settleWindow, and returns the last
 // reads and how long each took. One still moving after settleLimit is
 // read as it is, with a note naming it.
 func (b *bench) settleRSS(ctx context.Context, sets [][]int, names []string, when string) ([]uint64, []time.Duration, error) {
@@ -173,7 +174,7 @@ func (b *bench) settleRSS(ctx context.Context, sets [][]int, names []string, whe
 			if len(hist[i]) > window {
 				hist[i] = hist[i][len(hist[i])-window-1:]
 				lo, hi := slices.Min(hist[i]), slices.Max(hist[i])
-				if hi-lo <= settleTolerance {
+				if hi-lo <= settleTolerance*uint64(len(set)) {
 					done[i] = true
 					took[i] = time.Since(start)
 					continue
