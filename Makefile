@@ -50,11 +50,12 @@ unit:
 demo: bin/$(BINARY)
 	bash tests/demo.sh
 
-# Side by side with containerd-shim-runc-v2 (tests/bench; root). Flags go
-# through BENCH_FLAGS, e.g. make bench BENCH_FLAGS='-n 50 -json bench.json'.
+# Side by side with containerd-shim-runc-v2 (tests/bench; root); writes
+# README.md's benchmark table from the run. Flags go through BENCH_FLAGS,
+# e.g. make bench BENCH_FLAGS='-n 50 -json bench.json'.
 bench: bin/$(BINARY) bin/$(HELPER)
 	bash tests/install-deps.sh
-	$(GO) run ./tests/bench $(BENCH_FLAGS)
+	$(GO) run ./tests/bench -readme README.md $(BENCH_FLAGS)
 
 # Regenerate internal/api's .pb.go from its trimmed .proto copies (needs
 # protoc; builds and CI use the checked-in files).

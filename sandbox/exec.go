@@ -93,6 +93,7 @@ func (m *Manager) lookupExec(id, execID, op string) (*process.Exec, error) {
 // reaped before its pid is known: the exit router's window for this start
 // holds that exit.
 func (m *Manager) StartExec(ctx context.Context, id, execID string) (int, error) {
+	defer m.touch()
 	p, err := m.lookupExec(id, execID, "start")
 	if err != nil {
 		return 0, err
@@ -127,6 +128,7 @@ func (m *Manager) KillExec(ctx context.Context, id, execID string, sig int) erro
 // DeleteExec forgets a created or stopped exec process and publishes
 // TaskDelete.
 func (m *Manager) DeleteExec(ctx context.Context, id, execID string) (process.Status, error) {
+	defer m.touch()
 	p, err := m.lookupExec(id, execID, "delete")
 	if err != nil {
 		return process.Status{}, err

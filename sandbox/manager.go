@@ -75,6 +75,9 @@ type Manager struct {
 	wg     sync.WaitGroup
 	// life decides when the shim may exit (lifetime.go).
 	life *lifetime
+	// trim gives memory back once a burst of work is over (trim.go).
+	// Close stops it.
+	trim *trimmer
 	// oom is the one OOM watcher of every container, made at the first
 	// container's create (a shim that only answers `delete` or holds a
 	// pod makes none) and closed by Close.
@@ -130,6 +133,7 @@ func NewManager(ctx context.Context, cfg Config) *Manager {
 	if m.holderExe == "" {
 		m.holderExe = "/proc/self/exe"
 	}
+	m.trim = newIdleTrimmer()
 	if m.newEngine == nil {
 		m.newEngine = func(opts ociruntime.Options, bundle string) ociruntime.Runtime {
 			return ociruntime.New(opts, cfg.Namespace, bundle)
@@ -162,6 +166,7 @@ type CreateRequest struct {
 // Create creates a container and publishes TaskCreate. It returns the pid
 // of the container's init process.
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (int, error) {
+	defer m.touch()
 	sp, err := validateCreate(req)
 	if err != nil {
 		return 0, err
@@ -295,7 +300,11 @@ func (m *Manager) children() stdio.ChildStarter {
 // queues events, and its follow-ups run on goroutines of their own.
 func (m *Manager) handleExit(e reaper.Exit) {
 	m.runFollowUps(m.exits.exit(e))
+	m.touch()
 }
+
+// touch tells the idle trim that work happened.
+func (m *Manager) touch() { m.trim.touch() }
 
 // runFollowUps does, off the caller's goroutine, what the exit router
 // asked for: the caller may be the reaper loop, which a runtime command
@@ -373,6 +382,7 @@ func (m *Manager) Kill(ctx context.Context, id string, sig int, all bool) error 
 
 // Delete removes a created or stopped container and publishes TaskDelete.
 func (m *Manager) Delete(ctx context.Context, id string) (process.Status, error) {
+	defer m.touch()
 	c, err := m.lookup(id, "delete")
 	if err != nil {
 		return process.Status{}, err
@@ -475,6 +485,7 @@ func (m *Manager) Connect(ctx context.Context, id string) (shimPid, taskPid int,
 // Close publishes what is queued (bounded by ctx), stops the reaper loop
 // and waits for it, the publisher and any follow-up still running.
 func (m *Manager) Close(ctx context.Context) error {
+	m.trim.close()
 	// No OOM callback after this: they push events.
 	m.oomOnce.Do(func() {})
 	if m.oom != nil {

@@ -238,6 +238,7 @@ type PodStatus struct {
 // StartSandbox starts the pod's holder and returns its pid and the pod's
 // creation time. Repeated on a ready pod, it answers the same.
 func (m *Manager) StartSandbox(ctx context.Context, id string) (PodStatus, error) {
+	defer m.touch()
 	p, err := m.lookupPod(id, "start")
 	if err != nil {
 		return PodStatus{}, err

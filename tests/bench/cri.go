@@ -170,16 +170,24 @@ func (b *bench) criMemory(ctx context.Context, modes []criMode, rep *criReport) 
 			}
 			pods = append(pods, p)
 		}
-		if err := sleepCtx(ctx, settleTime); err != nil {
-			return err
-		}
-		shims := map[int]bool{}
-		var shim, pod usage
+		var all []int
+		var procs []podProcs
 		for _, p := range pods {
 			pp, err := cd.procsOf(ctx, p)
 			if err != nil {
 				return err
 			}
+			procs = append(procs, pp)
+			all = append(all, pp.shim, pp.pod)
+		}
+		// Read once settled, as sections 7 and 8 are (storm.go).
+		if _, _, err := b.settleRSS(ctx, [][]int{all}, []string{m.label}, "of the pods"); err != nil {
+			return err
+		}
+		shims := map[int]bool{}
+		var shim, pod usage
+		for j, p := range pods {
+			pp := procs[j]
 			shims[pp.shim] = true
 			if err := addRollup(&shim, pp.shim); err != nil {
 				return fmt.Errorf("%s: shim of pod %s: %w", m.label, p.id, err)

@@ -15,8 +15,9 @@
 // Sections (-sections, in this order): lifecycle and floor (one
 // alternation: a /bin/true container standalone and as a pod's next
 // container, and the same spec under `runc run` with no shim), exec,
-// kill (Kill(SIGKILL) to exit), stdout (256 MiB), stdin (a line through
-// cat), pod (K = 1, 10, 30 containers: shim tree memory, idle CPU), node
+// storm (storm.go: a pod shim's RSS idle, right after -storm execs and
+// settled again; CPU per exec), kill (Kill(SIGKILL) to exit), stdout (256 MiB), stdin (a line through
+// cat), pod (K = 1, 10, 30, 100 containers: shim tree memory, idle CPU), node
 // (10 one-container pods), startall (30 containers of one pod started,
 // then stopped, concurrently), binruns (binruns.go: the shim binary run
 // as containerd runs it for each container, `start` for a running pod's
@@ -53,19 +54,22 @@ import (
 
 // options are the command line.
 type options struct {
-	n          int
-	warmup     int
-	rounds     int
-	ioRounds   int
-	criPods    int
-	pause      string
-	idle       time.Duration
-	sections   []string
-	jsonPath   string
-	keep       bool
-	shim       string
-	containerd string
-	timeout    time.Duration
+	n            int
+	warmup       int
+	rounds       int
+	ioRounds     int
+	criPods      int
+	storm        int
+	stormWorkers int
+	pause        string
+	idle         time.Duration
+	sections     []string
+	jsonPath     string
+	readme       string
+	keep         bool
+	shim         string
+	containerd   string
+	timeout      time.Duration
 }
 
 // section is one part of the benchmark, selectable with -sections.
@@ -87,6 +91,7 @@ var sections = []section{
 		return b.lifecycle(ctx, false, true)
 	}},
 	{"exec", (*bench).execs},
+	{"storm", (*bench).storm},
 	{"kill", (*bench).kills},
 	{"stdout", (*bench).stdoutThroughput},
 	{"stdin", (*bench).stdinRoundTrip},
@@ -111,15 +116,18 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.warmup, "warmup", 2, "unmeasured iterations per runtime before each latency figure")
 	flag.IntVar(&o.rounds, "rounds", 3, "pods per runtime of the start-all figure")
 	flag.IntVar(&o.ioRounds, "stdout-rounds", 5, "runs per runtime of the stdout throughput figure")
+	flag.IntVar(&o.storm, "storm", 3000, "execs per runtime of the exec storm")
+	flag.IntVar(&o.stormWorkers, "storm-workers", 4, "execs in flight during the exec storm, each worker alternating A B")
 	flag.IntVar(&o.criPods, "cri-pods", 10, "pods per mode of the CRI memory figure")
 	flag.StringVar(&o.pause, "pause", "", "a static pause binary for the CRI pause image, instead of building tests/cmd/pause")
 	flag.DurationVar(&o.idle, "idle", 10*time.Second, "idle window for the pod CPU figure")
 	list := flag.String("sections", strings.Join(names, ","), "comma-separated sections to run")
 	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&o.readme, "readme", "", "rewrite the benchmark table in this README from the run (rows not measured are kept, marked)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (containerd log, config) for debugging")
 	flag.StringVar(&o.shim, "shim", "bin/containerd-shim-sandbox-v2", "the containerd-shim-sandbox-v2 binary to measure")
 	flag.StringVar(&o.containerd, "containerd", filepath.Join(root, "containerd-v2.4.2"), "directory holding containerd and containerd-shim-runc-v2 v2.4.2")
-	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "abort the run after this long")
+	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "abort the run after this long")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -137,8 +145,8 @@ func parseFlags() (options, error) {
 	if len(o.sections) == 0 {
 		return o, errors.New("-sections: none selected")
 	}
-	if o.n < 1 || o.warmup < 0 || o.rounds < 1 || o.ioRounds < 1 || o.criPods < 1 {
-		return o, errors.New("-n, -rounds, -stdout-rounds and -cri-pods must be at least 1, -warmup at least 0")
+	if o.n < 1 || o.warmup < 0 || o.rounds < 1 || o.ioRounds < 1 || o.criPods < 1 || o.storm < 1 || o.stormWorkers < 1 {
+		return o, errors.New("-n, -rounds, -stdout-rounds, -cri-pods, -storm and -storm-workers must be at least 1, -warmup at least 0")
 	}
 	return o, nil
 }
@@ -187,6 +195,12 @@ func run() int {
 		if err := b.rep.writeJSON(opts.jsonPath); err != nil {
 			return fail("write %s: %v", opts.jsonPath, err)
 		}
+	}
+	if opts.readme != "" && runErr == nil && len(b.rep.Rows) > 0 {
+		if err := b.rep.writeReadme(opts.readme); err != nil {
+			return fail("%v", err)
+		}
+		fmt.Fprintf(os.Stderr, "bench: wrote the table in %s\n", opts.readme)
 	}
 	if opts.keep {
 		fmt.Fprintf(os.Stderr, "bench: kept %s\n", b.dir)

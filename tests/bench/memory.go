@@ -8,21 +8,23 @@ import (
 )
 
 // podSizes are the K of section 7.
-var podSizes = []int{1, 10, 30}
+var podSizes = []int{1, 10, 30, 100}
+
+// marginalSpans are the K ranges section 7 reports the memory per
+// container over.
+var marginalSpans = [][2]int{{1, 30}, {30, 100}}
 
 // nodePods is the number of one-container pods of section 8.
 const nodePods = 10
 
-// settleTime lets shims finish what starting a container set off (GC,
-// goroutines winding down) before anything is read.
-const settleTime = 2 * time.Second
-
 const mib = 1 << 20
 
 // podMemory measures section 7: one pod per runtime, grown to each K
-// (containers added A B A B), then, with both pods idle side by side,
-// the shim tree's CPU time over the idle window and its memory at the
-// end of it.
+// (containers added A B A B), then, once both shims' memory has settled
+// (storm.go: RSS stable for settleWindow; this shim collects and returns
+// its free heap by itself once idle, sandbox/trim.go, the runc shim
+// does whatever it does when idle), the shim tree's CPU time over the
+// idle window and its memory at the end of it.
 func (b *bench) podMemory(ctx context.Context) error {
 	var pods [2][]*task
 	defer func() { discardAll(ctx, slices.Concat(pods[0], pods[1])) }()
@@ -39,16 +41,19 @@ func (b *bench) podMemory(ctx context.Context) error {
 				pods[i] = append(pods[i], x)
 			}
 		}
-		if err := sleepCtx(ctx, settleTime); err != nil {
-			return err
-		}
 		var trees [2][]int
-		var before [2]usage
 		for i := range runtimes {
 			var err error
 			if trees[i], err = b.shimTreeOf(pods[i]); err != nil {
 				return err
 			}
+		}
+		if _, _, err := b.settled(ctx, trees, fmt.Sprintf("at K=%d", k)); err != nil {
+			return err
+		}
+		var before [2]usage
+		for i := range runtimes {
+			var err error
 			if before[i], err = measure(trees[i]); err != nil {
 				return err
 			}
@@ -75,17 +80,19 @@ func (b *bench) podMemory(ctx context.Context) error {
 		b.rep.value(sec, kk+fmt.Sprintf("CPU over %v idle", b.opts.idle), "ms",
 			cpuMillis(after[0].ticks-before[0].ticks), cpuMillis(after[1].ticks-before[1].ticks))
 	}
-	lo, hi := podSizes[0], podSizes[len(podSizes)-1]
-	marginal := func(i int) float64 { return (pss[i][hi] - pss[i][lo]) / float64(hi-lo) / 1024 }
-	b.rep.value(sec, fmt.Sprintf("marginal PSS per container, K=%d..%d", lo, hi), "KiB", marginal(0), marginal(1))
+	for _, span := range marginalSpans {
+		lo, hi := span[0], span[1]
+		marginal := func(i int) float64 { return (pss[i][hi] - pss[i][lo]) / float64(hi-lo) / 1024 }
+		b.rep.value(sec, fmt.Sprintf("marginal PSS per container, K=%d..%d", lo, hi), "KiB", marginal(0), marginal(1))
+	}
 	all := slices.Concat(pods[0], pods[1])
 	pods = [2][]*task{}
 	return stopEach(ctx, all)
 }
 
 // nodeMemory measures section 8: nodePods one-container pods per runtime
-// at once (started A B A B), memory summed over every shim tree and
-// divided by the number of pods.
+// at once (started A B A B), memory summed over every shim tree once it
+// has settled (as in section 7) and divided by the number of pods.
 func (b *bench) nodeMemory(ctx context.Context) error {
 	var pods [2][]*task
 	defer func() { discardAll(ctx, slices.Concat(pods[0], pods[1])) }()
@@ -98,16 +105,20 @@ func (b *bench) nodeMemory(ctx context.Context) error {
 			pods[i] = append(pods[i], x)
 		}
 	}
-	if err := sleepCtx(ctx, settleTime); err != nil {
+	var trees [2][]int
+	for i := range runtimes {
+		var err error
+		if trees[i], err = b.shimTreeOf(pods[i]); err != nil {
+			return err
+		}
+	}
+	if _, _, err := b.settled(ctx, trees, "of the node's pods"); err != nil {
 		return err
 	}
 	var u [2]usage
 	for i, rt := range runtimes {
-		tree, err := b.shimTreeOf(pods[i])
-		if err != nil {
-			return err
-		}
-		if u[i], err = measure(tree); err != nil {
+		var err error
+		if u[i], err = measure(trees[i]); err != nil {
 			return err
 		}
 		if u[i].procs < nodePods {
