@@ -83,7 +83,7 @@ func (b *bench) binaryRuns(ctx context.Context) error {
 			}
 		}
 	}
-	const sec = "binary runs"
+	const sec = "9b. binary runs: the shim binary as containerd runs it per container"
 	b.rep.latency(sec, "start, the pod's shim running", "ms", samples[1], samples[3])
 	b.rep.latency(sec, "delete, nothing left", "ms", samples[2], samples[4])
 	b.rep.latency(sec, "minimal static Go binary", "ms", samples[0], nil)

@@ -41,7 +41,7 @@ func (b *bench) execs(ctx context.Context) error {
 	}
 	rts := runtimes
 	rts[0] = libcontainerEngine()
-	return b.execSection(ctx, "3b. exec, this shim's libcontainer engine: /bin/true in a running pod container", "exec-lc", rts)
+	return b.execSection(ctx, "3c. exec, this shim's libcontainer engine: /bin/true in a running pod container", "exec-lc", rts)
 }
 
 func (b *bench) execSection(ctx context.Context, sec, what string, rts [2]shimRuntime) error {

@@ -47,6 +47,9 @@ var readmeRows = []readmeRow{
 	{"lifecycle p50, standalone", "1.", "standalone: total", "<= 0.70", ratioAtMost(0.70)},
 	{"lifecycle p50, 2nd..Kth container of a pod", "1.", "in pod, 2nd..Kth container: total", "<= 0.50", ratioAtMost(0.50)},
 	{"exec p50", "3.", "exec: total", "<= 0.95 with runc", ratioAtMost(0.95)},
+	{"exec p50, libcontainer engine", "3c.", "exec: total", "<= 0.80", ratioAtMost(0.80)},
+	{"exec CPU per exec, shim + what it reaped (runc engine)", "3.", "CPU per exec: shim + what it reaped", "", nil},
+	{"exec CPU per exec, shim + what it reaped (libcontainer engine)", "3c.", "CPU per exec: shim + what it reaped", "", nil},
 	{"exec storm: CPU per exec, shim + runc + the exec", "3b.", "CPU per exec: shim + reaped children (runc, the exec)", "", nil},
 	{"exec storm: RSS idle before", "3b.", "RSS idle, before", "", nil},
 	{"exec storm: RSS settled after, minus idle", "3b.", "RSS settled minus idle", "<= 1 MiB", thisAtMost(1)},
@@ -61,6 +64,8 @@ var readmeRows = []readmeRow{
 	{"marginal PSS per container, K=30..100", "7.", "marginal PSS per container, K=30..100", "<= 0.50", ratioAtMost(0.50)},
 	{"start-all K=30", "9.", "start all K=30", "<= 0.80", ratioAtMost(0.80)},
 	{"stop-all K=30", "9.", "stop all K=30 (SIGKILL+Delete, concurrent)", "", nil},
+	{"binary run: start, pod's shim running, over a minimal Go binary", "9b.", "start over the minimal binary", "<= 2 ms", thisAtMost(2)},
+	{"binary run: delete, nothing left, over a minimal Go binary", "9b.", "delete over the minimal binary", "<= 2 ms", thisAtMost(2)},
 	{"idle CPU over 10 s, K=30", "7.", "K=30: CPU over 10s idle", "0 ms", thisAtMost(0)},
 }
 
