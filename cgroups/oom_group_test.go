@@ -52,27 +52,36 @@ func hold(t *testing.T, w *OOMWatcher) (release func()) {
 	return func() { close(released) }
 }
 
+// newPod is a watcher and a fake pod slice with two container scopes.
+func newPod(t *testing.T) (w *OOMWatcher, parent, a, b fakeV2) {
+	t.Helper()
+	w = newWatcher(t)
+	parent = fakeV2At(t, filepath.Join(t.TempDir(), "pod.slice"))
+	a = fakeV2At(t, filepath.Join(parent.dir, "a.scope"))
+	b = fakeV2At(t, filepath.Join(parent.dir, "b.scope"))
+	return w, parent, a, b
+}
+
+// watch watches c until the test ends.
+func watch(t *testing.T, w *OOMWatcher, c fakeV2, onKill func(uint64)) *OOMWatch {
+	t.Helper()
+	x, err := w.Watch(map[string]string{"": c.dir}, onKill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(x.Close)
+	return x
+}
+
 // TestOOMGroupGoneChild: a container's cgroup removed before its kill
 // could be read (systemd removes a scope once its last process exits)
 // still gets its kill, from the parent's hierarchical counter, both at
 // the exit's read (Kills) and through its callback; a live sibling's own
 // kill in the same window is not taken for it.
 func TestOOMGroupGoneChild(t *testing.T) {
-	w := newWatcher(t)
-	parent := fakeV2At(t, filepath.Join(t.TempDir(), "pod.slice"))
-	a := fakeV2At(t, filepath.Join(parent.dir, "a.scope"))
-	b := fakeV2At(t, filepath.Join(parent.dir, "b.scope"))
+	w, parent, a, b := newPod(t)
 	var ca, cb counted
-	xa, err := w.Watch(map[string]string{"": a.dir}, ca.onKill)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xa.Close()
-	xb, err := w.Watch(map[string]string{"": b.dir}, cb.onKill)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xb.Close()
+	xa, xb := watch(t, w, a, ca.onKill), watch(t, w, b, cb.onKill)
 
 	release := hold(t, w)
 	// The kernel counts a kill in the child, then in its ancestors; a's
@@ -133,21 +142,9 @@ func TestOOMGroupGoneChild(t *testing.T) {
 // the parent's; a read between the two must not leave the parent's later
 // rise for a child gone afterwards to claim.
 func TestOOMGroupChildAhead(t *testing.T) {
-	w := newWatcher(t)
-	parent := fakeV2At(t, filepath.Join(t.TempDir(), "pod.slice"))
-	a := fakeV2At(t, filepath.Join(parent.dir, "a.scope"))
-	b := fakeV2At(t, filepath.Join(parent.dir, "b.scope"))
+	w, parent, a, b := newPod(t)
 	var ca, cb counted
-	xa, err := w.Watch(map[string]string{"": a.dir}, ca.onKill)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xa.Close()
-	xb, err := w.Watch(map[string]string{"": b.dir}, cb.onKill)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xb.Close()
+	xa, xb := watch(t, w, a, ca.onKill), watch(t, w, b, cb.onKill)
 
 	a.set(1, 1)
 	if n, _ := xa.Kills(); n != 1 {
