@@ -23,9 +23,11 @@ import (
 // On v2, memory.events counts hierarchically: a kill in a child also
 // raises the parent's oom_kill, and notifies the parent's file, which
 // outlives the child. The group keeps the parent's counter and each live
-// child's, and settles them on every notification of either and at each
-// exit: a rise of the parent's counter that no live child's rise
-// explains, at a settle that finds a child gone, is that child's kill.
+// child's, and settles them on every notification of either and at the
+// exit read of a child found gone: a rise of the parent's counter that no
+// live child's rise explains, at a settle that finds a child gone, is that
+// child's kill. (The exit read of a child still there reads its own
+// counter alone; see kills.)
 //
 // A sibling the shim does not watch (another service in the same slice)
 // killed in the same window, between two settles, would be taken for the
@@ -117,12 +119,30 @@ func (g *oomGroup) settle() []oomReading {
 	return out
 }
 
-// kills settles the group and returns x's counter: what the Manager
-// reads at the init's exit, before it publishes TaskExit.
+// kills returns x's counter: what the Manager reads at the init's exit,
+// before it publishes TaskExit, under its exit router's lock. A child
+// whose own file still reads (nearly always) is read alone, not the
+// whole group: its rise is counted as ahead of the parent's, which the
+// parent's rise settles later, as a settle's reads are. Only a child
+// found gone needs the parent and its siblings to find its kill.
 func (g *oomGroup) kills(x *OOMWatch) uint64 {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.settleLocked()
+	if _, live := g.kids[x]; !live {
+		// Found gone by an earlier settle, which gave it its last count.
+		return x.seen
+	}
+	n, err := x.kills()
+	switch {
+	case err == nil:
+		if n > x.seen {
+			g.ahead += n - x.seen
+			x.seen = n
+		}
+		return x.seen
+	case isGone(err):
+		g.settleLocked()
+	}
 	return x.seen
 }
 

@@ -106,9 +106,12 @@ func TestOOMGroupGoneChild(t *testing.T) {
 	// A kill elsewhere under the parent (a service of the slice the shim
 	// does not watch) is nobody's here.
 	parent.set(10, 3)
-	// A settle while b is still there (the goroutine's, on the write
-	// above, or this one): a sibling's kill in the same window as b's
-	// removal would be taken for b's, which the group's doc owns up to.
+	// The goroutine settles on the parent's notification of that write;
+	// settle here too, as it may not have run yet: a kill elsewhere in
+	// the window between it and b's removal would be taken for b's, which
+	// the group's doc owns up to. (b's own exit read, below, reads only
+	// b's file while b is there.)
+	xb.group.settle()
 	if n, _ := xb.Kills(); n != 1 {
 		t.Errorf("b's Kills after a kill elsewhere = %d, want 1", n)
 	}
@@ -162,6 +165,56 @@ func TestOOMGroupChildAhead(t *testing.T) {
 	release()
 	if got := ca.calls.Load(); got != 1 {
 		t.Errorf("a's callback ran %d times, want 1", got)
+	}
+}
+
+// TestOOMGroupExitReadsOwn: the exit's read of a live container reads
+// its own counter, not the group's: a sibling whose file will not read
+// does not hide the kill, and the kill, read before the parent's counter
+// shows it, is not left for a sibling gone afterwards to claim.
+func TestOOMGroupExitReadsOwn(t *testing.T) {
+	w, parent, a, b := newPod(t)
+	var ca, cb counted
+	xa, xb := watch(t, w, a, ca.onKill), watch(t, w, b, cb.onKill)
+
+	release := hold(t, w)
+	a.set(1, 1) // a's kill; the parent's counter has not risen yet
+	bEvents := filepath.Join(b.dir, "memory.events")
+	if err := os.Remove(bEvents); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(bEvents, 0o755); err != nil { // reads fail, not as gone
+		t.Fatal(err)
+	}
+	if n, err := xa.Kills(); err != nil || n != 1 {
+		t.Errorf("a's Kills with b unreadable = %d, %v; want 1", n, err)
+	}
+	if err := os.Remove(bEvents); err != nil {
+		t.Fatal(err)
+	}
+	b.set(0, 0)
+	parent.set(1, 1) // a's kill, now in the parent too
+	if err := os.RemoveAll(b.dir); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := xb.Kills(); n != 0 {
+		t.Errorf("b's Kills = %d, want 0: the parent's rise was a's", n)
+	}
+	release()
+	waitCount(t, &ca.calls, 1)
+	// One more kill through the goroutine, in a third scope: the
+	// callbacks for the writes above have been made once it is seen.
+	c := fakeV2At(t, filepath.Join(parent.dir, "c.scope"))
+	var cc counted
+	watch(t, w, c, cc.onKill)
+	c.set(1, 1)
+	parent.set(2, 2)
+	waitCount(t, &cc.calls, 1)
+	if calls, last := ca.calls.Load(), ca.last.Load(); calls != 1 || last != 1 {
+		t.Errorf("a's callback: %d calls, last counter %d; want 1 call with 1", calls, last)
+	}
+	if calls := cb.calls.Load(); calls != 0 {
+		t.Errorf("b's callback ran %d times, want 0", calls)
 	}
 }
 
