@@ -159,35 +159,71 @@ func (w *OOMWatcher) Watch(paths map[string]string, onKill func(kills uint64)) (
 }
 
 // add puts x in the epoll set, and a v2 watch (dir set) in its parent's
-// group, made on first use.
+// group, made on first use. Making a group reads the parent's counter and
+// sets up an inotify watch: cgroupfs calls, made with mu released. A
+// Watch racing this one under the same new parent may make one too; the
+// first to take mu after it keeps its own, and the other closes its.
 func (w *OOMWatcher) add(x *OOMWatch, dir string) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	var parent string
+	if dir != "" {
+		parent = filepath.Dir(dir)
+	}
+	var fresh *oomGroup
+	for opened := false; ; opened = true {
+		w.mu.Lock()
+		if parent != "" && w.groups[parent] == nil && !opened {
+			w.mu.Unlock()
+			fresh = openGroup(dir)
+			continue
+		}
+		err := w.addLocked(x, parent, fresh)
+		w.mu.Unlock()
+		return err
+	}
+}
+
+// addLocked is add with mu held: x joins the parent's group (fresh, a
+// group made for this call, when the parent has none, else closed) and
+// the epoll set.
+func (w *OOMWatcher) addLocked(x *OOMWatch, parent string, fresh *oomGroup) error {
 	if w.closed {
+		if fresh != nil {
+			unix.Close(fresh.fd)
+		}
 		return fmt.Errorf("watch OOM: watcher closed: %w", os.ErrClosed)
 	}
-	if dir != "" {
-		g := w.groups[filepath.Dir(dir)]
-		if g == nil {
-			g = openGroup(dir)
+	var g *oomGroup
+	if parent != "" {
+		if g = w.groups[parent]; g == nil {
+			g, fresh = fresh, nil
 		}
-		if g != nil && g.refs == 0 {
-			key, err := w.addFd(g.fd)
-			if err != nil {
-				unix.Close(g.fd)
-				return err
-			}
-			g.key = key
-			w.groups[g.dir], w.groupKeys[key] = g, g
+	}
+	if fresh != nil {
+		unix.Close(fresh.fd)
+	}
+	if g != nil && g.refs == 0 {
+		key, err := w.addFd(g.fd)
+		if err != nil {
+			unix.Close(g.fd)
+			return err
 		}
-		if g != nil {
-			g.refs++
-			x.group = g
-		}
+		g.key = key
+		w.groups[g.dir], w.groupKeys[key] = g, g
+	}
+	if g != nil {
+		g.refs++
+		x.group = g
 	}
 	key, err := w.addFd(x.fd)
 	if err != nil {
-		w.dropGroupLocked(x)
+		if g := w.dropGroupLocked(x); g != nil {
+			// As in Close: the goroutine may hold an event of it.
+			for w.busy {
+				w.idle.Wait()
+			}
+			unix.Close(g.fd)
+		}
+		x.group = nil
 		return err
 	}
 	x.key = key

@@ -1,8 +1,10 @@
 package cgroups
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -257,5 +259,53 @@ func TestOOMGroupSharedFd(t *testing.T) {
 	defer xc.Close()
 	if xc.group == nil || groups() != 1 {
 		t.Fatal("no group for a watch after the last one closed")
+	}
+}
+
+// TestOOMGroupRacingFirstWatches: the first watches under a new parent,
+// made at once, end in one group (the group is made outside the
+// watcher's lock, so both may make one), and the extra one's fd is
+// closed.
+func TestOOMGroupRacingFirstWatches(t *testing.T) {
+	w := newWatcher(t)
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := fds()
+	for i := range 20 {
+		parent := fakeV2At(t, filepath.Join(t.TempDir(), fmt.Sprintf("pod%d.slice", i)))
+		kids := []fakeV2{fakeV2At(t, filepath.Join(parent.dir, "a.scope")), fakeV2At(t, filepath.Join(parent.dir, "b.scope"))}
+		xs := make([]*OOMWatch, len(kids))
+		errs := make([]error, len(kids))
+		var start, done sync.WaitGroup
+		start.Add(1)
+		for k, c := range kids {
+			done.Add(1)
+			go func() {
+				defer done.Done()
+				start.Wait()
+				xs[k], errs[k] = w.Watch(map[string]string{"": c.dir}, func(uint64) {})
+			}()
+		}
+		start.Done()
+		done.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if xs[0].group == nil || xs[0].group != xs[1].group {
+			t.Fatalf("round %d: groups %p and %p, want one shared", i, xs[0].group, xs[1].group)
+		}
+		for _, x := range xs {
+			x.Close()
+		}
+	}
+	if after := fds(); after != before {
+		t.Errorf("open fds: %d before, %d after every watch closed", before, after)
 	}
 }
