@@ -46,7 +46,11 @@ func cgroupPath(parent string) string {
 // hierarchyDirs returns the directories of rel in every hierarchy under
 // root: one on a v2 host, one per v1 mount (and "unified") otherwise.
 // Symlinked names of co-mounted controllers ("cpu" to "cpu,cpuacct") are
-// skipped: their directory is already in.
+// skipped: their directory is already in. So is a directory that is not
+// a hierarchy's root, one without cgroup.procs: /sys/fs/cgroup is a
+// tmpfs, and anything may have made a plain directory there (a
+// "cpu,cpuacct" made by hand where cpu and cpuacct are mounted apart was
+// taken for a hierarchy, and the pod's cgroup files written into it).
 func hierarchyDirs(root, rel string) ([]string, bool, error) {
 	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err == nil {
 		return []string{filepath.Join(root, rel)}, true, nil
@@ -58,6 +62,9 @@ func hierarchyDirs(root, rel string) ([]string, bool, error) {
 	var dirs []string
 	for _, e := range entries {
 		if e.Type()&fs.ModeSymlink != 0 || !e.IsDir() {
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(root, e.Name(), "cgroup.procs")); err != nil {
 			continue
 		}
 		dirs = append(dirs, filepath.Join(root, e.Name(), rel))

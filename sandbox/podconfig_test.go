@@ -278,6 +278,13 @@ func TestApplyPodResources(t *testing.T) {
 			if err := os.MkdirAll(filepath.Join(root, h, "kubepods", "pod1"), 0o755); err != nil {
 				t.Fatal(err)
 			}
+			if err := os.WriteFile(filepath.Join(root, h, "cgroup.procs"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A plain directory in the cgroup root, not a hierarchy: left alone.
+		if err := os.MkdirAll(filepath.Join(root, "stray", "kubepods", "pod1"), 0o755); err != nil {
+			t.Fatal(err)
 		}
 		if err := os.Symlink("cpu,cpuacct", filepath.Join(root, "cpu")); err != nil {
 			t.Fatal(err)
@@ -304,6 +311,9 @@ func TestApplyPodResources(t *testing.T) {
 		}
 		if !reflect.DeepEqual(paths, want) {
 			t.Errorf("podCgroupPaths: got %v, want %v", paths, want)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(root, "stray", "kubepods", "pod1")); len(ents) != 0 {
+			t.Errorf("files written into a directory that is not a hierarchy: %v", ents)
 		}
 	})
 }
