@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	runc "github.com/containerd/go-runc"
@@ -35,14 +36,17 @@ func ValidEngine(name string) bool {
 }
 
 // execHelperPath is where the helper is installed: beside the running
-// binary. "" when the running binary cannot be found.
-func execHelperPath() string {
+// binary. "" when the running binary cannot be found. Looked up once per
+// process, not once per container (New): the helper belongs beside the
+// binary this process started from, and os.Executable is a readlink of
+// /proc/self/exe each time.
+var execHelperPath = sync.OnceValue(func() string {
 	self, err := os.Executable()
 	if err != nil {
 		return ""
 	}
 	return filepath.Join(filepath.Dir(self), ExecHelperName)
-}
+})
 
 // helperCovers reports whether the helper does all that opts asks: a
 // detached exec with stdio or a console socket, a pid file and a log.
