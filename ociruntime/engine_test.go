@@ -5,18 +5,22 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/internal/testutil"
 )
 
 // fakeHelper writes a script standing in for the exec helper: it records
-// "<cwd> <args>" in calls, copies the process spec it was given to spec,
-// writes pid 4242 to the --pid-file, and with fail set logs an error
-// line as runc does and exits 1.
+// "<cwd> <args>" in calls, copies the process spec it reads from its
+// --process-fd to spec, writes pid 4242 to the --pid-file, and with fail
+// set logs an error line as runc does and exits 1.
 func fakeHelper(t *testing.T, fail string) (helper, calls, spec string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -28,7 +32,7 @@ echo "$(pwd) $*" >>` + calls + `
 log= pidfile=
 while [ $# -gt 1 ]; do
 	case "$1" in
-	--process) cp "$2" ` + spec + `; shift ;;
+	--process-fd) cat <&"$2" >` + spec + `; shift ;;
 	--pid-file) pidfile=$2; shift ;;
 	--log) log=$2; shift ;;
 	esac
@@ -93,11 +97,10 @@ func TestEngineExec(t *testing.T) {
 				}
 				return
 			}
-			want := bundle + " --root " + filepath.Join(root, "ns") + " --process "
-			got := readCalls(t, calls)
-			if len(got) != 1 || !strings.HasPrefix(got[0], want) ||
-				!strings.HasSuffix(got[0], " --log "+filepath.Join(bundle, "exec-x-log.json")+" --pid-file "+pidFile+" c1") {
-				t.Errorf("helper call = %q, want %q...--log ... --pid-file %s c1", got, want, pidFile)
+			want := bundle + " --root " + filepath.Join(root, "ns") + " --process-fd 3 --log " +
+				filepath.Join(bundle, "exec-x-log.json") + " --pid-file " + pidFile + " c1"
+			if got := readCalls(t, calls); len(got) != 1 || got[0] != want {
+				t.Errorf("helper calls = %q, want [%q]", got, want)
 			}
 			data, err := os.ReadFile(specFile)
 			if err != nil {
@@ -138,6 +141,97 @@ func TestEngineExecError(t *testing.T) {
 				&runc.ExecOpts{Detach: true, PidFile: filepath.Join(bundle, "p"), LogFile: filepath.Join(bundle, "log.json")})
 			if err == nil || !strings.Contains(err.Error(), tt.msg) {
 				t.Fatalf("Exec = %v, want an error saying %q", err, tt.msg)
+			}
+		})
+	}
+}
+
+// TestEngineExecSpecPipe: the process spec reaches the helper whole
+// through its pipe, however large; a helper that does not read it
+// neither hangs the exec nor passes for a success; and no fd or
+// goroutine outlives the call.
+func TestEngineExecSpecPipe(t *testing.T) {
+	// Four times the default pipe buffer (64 KiB): a write made before
+	// the helper starts, or not alongside its read, would block.
+	big := specs.Process{Args: []string{"/bin/true"}, Env: []string{"BIG=" + strings.Repeat("x", 256<<10)}}
+	small := specs.Process{Args: []string{"/bin/true"}}
+	tests := []struct {
+		name   string
+		script string // the helper; "" for fakeHelper
+		proc   specs.Process
+		err    string // "" for success
+	}{
+		{name: "small spec", proc: small},
+		{name: "spec over the pipe buffer", proc: big},
+		{name: "helper fails before reading", script: "#!/bin/sh\nexit 1\n", proc: big, err: "did not terminate successfully"},
+		{name: "helper exits 0 without reading", script: "#!/bin/sh\nexit 0\n", proc: big, err: "write the process spec"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			binary := filepath.Join(dir, "runtime")
+			if err := os.WriteFile(binary, []byte("#!/bin/sh\necho 'runc version 1.1.5'\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			helper, _, specFile := fakeHelper(t, "")
+			if tt.script != "" {
+				if err := os.WriteFile(helper, []byte(tt.script), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			bundle := t.TempDir()
+			r := New(Options{BinaryName: binary, Root: t.TempDir(), Engine: EngineLibcontainer}, "ns", bundle)
+			r.helper = helper
+			exec := func(proc specs.Process) error {
+				done := make(chan error, 1)
+				go func() {
+					done <- r.Exec(context.Background(), "c1", proc,
+						&runc.ExecOpts{Detach: true, PidFile: filepath.Join(bundle, "p"), LogFile: filepath.Join(bundle, "log.json")})
+				}()
+				select {
+				case err := <-done:
+					return err
+				case <-time.After(30 * time.Second):
+					t.Fatal("Exec did not return")
+					return nil
+				}
+			}
+			// The first exec starts the binary's probe, which lasts.
+			_ = exec(small)
+			fds, gs := testutil.CountFDs(t), runtime.NumGoroutine()
+			err := exec(tt.proc)
+			if tt.err == "" && err != nil {
+				t.Fatalf("Exec: %v", err)
+			}
+			if tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+				t.Fatalf("Exec = %v, want an error saying %q", err, tt.err)
+			}
+			if tt.err == "" {
+				data, err := os.ReadFile(specFile)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got specs.Process
+				if err := json.Unmarshal(data, &got); err != nil {
+					t.Fatalf("spec the helper read (%d bytes): %v", len(data), err)
+				}
+				if !slices.Equal(got.Env, tt.proc.Env) || !slices.Equal(got.Args, tt.proc.Args) {
+					t.Errorf("spec the helper read: %d env bytes, args %q; want %d, %q",
+						len(strings.Join(got.Env, "")), got.Args, len(strings.Join(tt.proc.Env, "")), tt.proc.Args)
+				}
+			}
+			var gotFDs, gotGs int
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				gotFDs, gotGs = testutil.CountFDs(t), runtime.NumGoroutine()
+				if (gotFDs <= fds && gotGs <= gs) || time.Now().After(deadline) {
+					break
+				}
+			}
+			if gotFDs > fds {
+				t.Errorf("fds after the exec: got %d, want %d\n%s", gotFDs, fds, testutil.ListFDs())
+			}
+			if gotGs > gs {
+				t.Errorf("goroutines after the exec: got %d, want %d", gotGs, gs)
 			}
 		})
 	}

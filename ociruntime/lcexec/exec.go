@@ -16,7 +16,8 @@
 // CVE-2019-5736 protection); seccomp, namespaces, cgroups, AppArmor and
 // SELinux labels come from the container's config; capabilities, user,
 // additional gids, rlimits, no_new_privileges, env and cwd from the
-// process spec (process.go). Errors are written to the log file as runc
+// process spec (process.go), which comes through a pipe from the shim
+// (--process-fd) where runc reads a file. Errors are written to the log file as runc
 // writes them (JSON lines, level "error"), which is where the shim reads
 // a failed runtime call's words.
 package lcexec
@@ -26,6 +27,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -36,25 +38,27 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Request is one exec: the container id under the runtime's root, and the
-// files runc's exec takes as flags.
+// Request is one exec: the container id under the runtime's root, the
+// process to run, and the files runc's exec takes as flags.
 type Request struct {
 	Root          string
 	ID            string
-	ProcessFile   string // JSON of specs.Process
+	Process       *specs.Process
 	PidFile       string // written once the process runs
 	ConsoleSocket string // for a terminal: where the pty master is sent
 }
 
-// Main runs the helper's command line: `exec --root R --process F
-// --pid-file P [--log L] [--console-socket S] ID`. It returns the exit
-// code.
+// Main runs the helper's command line: `exec --root R --process-fd N
+// --pid-file P [--log L] [--console-socket S] ID`, with the process spec
+// as JSON on fd N, read up to EOF (the shim passes a pipe as fd 3; by
+// hand, `--process-fd 3 3<process.json`). It returns the exit code.
 func Main(args []string) int {
 	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
 	var req Request
 	var logPath string
+	processFD := -1
 	fs.StringVar(&req.Root, "root", "", "runc's state root")
-	fs.StringVar(&req.ProcessFile, "process", "", "process spec (JSON)")
+	fs.IntVar(&processFD, "process-fd", -1, "fd to read the process spec (JSON) from, up to EOF")
 	fs.StringVar(&req.PidFile, "pid-file", "", "where to write the pid")
 	fs.StringVar(&req.ConsoleSocket, "console-socket", "", "console socket for a terminal")
 	fs.StringVar(&logPath, "log", "", "JSON log file")
@@ -78,7 +82,15 @@ func Main(args []string) int {
 		defer f.Close()
 		logrus.SetOutput(f)
 	}
-	if err := Exec(req); err != nil {
+	// Read first, once the log can say what failed: the shim waits for
+	// its write to be read, and the fd must be closed before
+	// libcontainer starts its init, which would inherit it.
+	spec, err := readProcess(processFD)
+	if err == nil {
+		req.Process = spec
+		err = Exec(req)
+	}
+	if err != nil {
 		logrus.Error(err)
 		// runc says it on its stderr too, which is the exec's stderr.
 		fmt.Fprintln(os.Stderr, err)
@@ -91,9 +103,9 @@ func Main(args []string) int {
 // process is started detached: it is a child of the helper's parent's
 // subreaper once the helper exits, as with `runc exec --detach`.
 func Exec(req Request) error {
-	spec, err := readProcess(req.ProcessFile)
-	if err != nil {
-		return err
+	spec := req.Process
+	if spec == nil {
+		return errors.New("no process spec")
 	}
 	lp, err := Process(spec)
 	if err != nil {
@@ -141,14 +153,24 @@ func Exec(req Request) error {
 	return writePidFile(req.PidFile, pid)
 }
 
-func readProcess(path string) (*specs.Process, error) {
-	data, err := os.ReadFile(path)
+// readProcess reads a process spec from fd up to EOF and closes fd, so
+// that it is not inherited by the init libcontainer starts.
+func readProcess(fd int) (*specs.Process, error) {
+	if fd < 0 {
+		return nil, errors.New("no process spec: --process-fd is required")
+	}
+	f := os.NewFile(uintptr(fd), "process-fd")
+	defer f.Close()
+	data, err := io.ReadAll(f)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read process spec from fd %d: %w", fd, err)
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("process spec on fd %d: empty", fd)
 	}
 	var p specs.Process
 	if err := json.Unmarshal(data, &p); err != nil {
-		return nil, fmt.Errorf("process spec %s: %w", path, err)
+		return nil, fmt.Errorf("process spec on fd %d: %w", fd, err)
 	}
 	return &p, nil
 }
