@@ -194,6 +194,7 @@ func (m *Manager) deleteAll(ctx context.Context) {
 // SandboxMetrics returns the pod cgroup's metrics: a cgroups v1 or v2
 // Metrics message, as a task's Stats.
 func (m *Manager) SandboxMetrics(ctx context.Context, id string) (proto.Message, error) {
+	defer m.trim.nudge()
 	p, err := m.lookupPod(id, "metrics")
 	if err != nil {
 		return nil, err

@@ -105,6 +105,23 @@ func (t *trimmer) touch() {
 	}
 }
 
+// nudge notes a read that allocates but is not work: Stats and
+// SandboxMetrics, which containerd 2.4's CRI plugin sends for every
+// container and pod once a second (internal/cri/server/
+// stats_collector.go), for the pod's whole life. A nudge does not delay a
+// trim, as a touch does: under that polling the shim is never idle for
+// trimIdle, and the garbage of the reads stayed resident up to the
+// collector's goal. It wakes the goroutine, which trims once an idle
+// period (touches only) has passed, if minAlloc was allocated since the
+// last trim, as containerd's own shims free memory every 30 s
+// (pkg/shim's setRuntime). It never blocks, and is a no-op after close.
+func (t *trimmer) nudge() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
 // run is the goroutine: last is the allocation counter at the last trim
 // (or at the start).
 func (t *trimmer) run(last uint64) {

@@ -52,6 +52,12 @@ func (h *trimHarness) burst(n uint64) {
 	h.tr.touch()
 }
 
+// read is a Stats call that allocated n bytes.
+func (h *trimHarness) read(n uint64) {
+	h.allocs.Add(n)
+	h.tr.nudge()
+}
+
 // wait returns the idle wait the trimmer begins next.
 func (h *trimHarness) wait() chan time.Time {
 	h.t.Helper()
@@ -69,6 +75,12 @@ func (h *trimHarness) wait() chan time.Time {
 func (h *trimHarness) idle() {
 	h.t.Helper()
 	h.wait() <- time.Now()
+	h.roundEnds()
+}
+
+// roundEnds waits for the trimmer to end its round.
+func (h *trimHarness) roundEnds() {
+	h.t.Helper()
 	select {
 	case <-h.rounds:
 	case <-time.After(10 * time.Second):
@@ -117,6 +129,19 @@ func TestTrimmer(t *testing.T) {
 			h.idle()
 			h.burst(testMinAlloc / 2)
 			h.idle()
+		}, 1},
+		{"reads alone trim once enough is allocated", 0, func(h *trimHarness) {
+			h.read(testMinAlloc / 2)
+			h.idle()
+			h.read(testMinAlloc / 2)
+			h.idle()
+		}, 1},
+		{"a read during the wait does not postpone the trim", 0, func(h *trimHarness) {
+			h.burst(2 * testMinAlloc)
+			first := h.wait()
+			h.read(0)
+			first <- time.Now()
+			h.roundEnds()
 		}, 1},
 	}
 	for _, tc := range tests {
