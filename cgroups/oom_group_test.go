@@ -75,6 +75,32 @@ func watch(t *testing.T, w *OOMWatcher, c fakeV2, onKill func(uint64)) *OOMWatch
 	return x
 }
 
+// flush sends one more kill through the watcher's goroutine, in a new
+// scope under parent: every callback the goroutine would make for the
+// writes before it has been made once this kill's callback has run.
+func flush(t *testing.T, w *OOMWatcher, parent fakeV2) {
+	t.Helper()
+	c := fakeV2At(t, filepath.Join(parent.dir, "flush.scope"))
+	var cc counted
+	watch(t, w, c, cc.onKill)
+	c.set(1, 1)
+	waitCount(t, &cc.calls, 1)
+}
+
+// parentShowsAThenBGoes is the kernel raising the parent's counter for a
+// kill of a's that the group has already read in a's own file, then b's
+// scope going: the parent's rise was a's, and b must get nothing.
+func parentShowsAThenBGoes(t *testing.T, parent, b fakeV2, xb *OOMWatch) {
+	t.Helper()
+	parent.set(1, 1)
+	if err := os.RemoveAll(b.dir); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := xb.Kills(); n != 0 {
+		t.Errorf("b's Kills = %d, want 0: the parent's rise was a's", n)
+	}
+}
+
 // TestOOMGroupGoneChild: a container's cgroup removed before its kill
 // could be read (systemd removes a scope once its last process exits)
 // still gets its kill, from the parent's hierarchical counter, both at
@@ -125,17 +151,7 @@ func TestOOMGroupGoneChild(t *testing.T) {
 	if n, _ := xb.Kills(); n != 1 {
 		t.Errorf("b's Kills after a kill elsewhere and its removal = %d, want 1", n)
 	}
-	// One more event through the goroutine: every callback it would
-	// make for the writes above has been made once this one is seen.
-	c := fakeV2At(t, filepath.Join(parent.dir, "c.scope"))
-	var cc counted
-	xc, err := w.Watch(map[string]string{"": c.dir}, cc.onKill)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xc.Close()
-	c.set(1, 1)
-	waitCount(t, &cc.calls, 1)
+	flush(t, w, parent)
 	for name, c := range map[string]*counted{"a": &ca, "b": &cb} {
 		if calls, last := c.calls.Load(), c.last.Load(); calls != 1 || last != 1 {
 			t.Errorf("%s's callback: %d calls, last counter %d; want 1 call with 1", name, calls, last)
@@ -157,13 +173,7 @@ func TestOOMGroupChildAhead(t *testing.T) {
 	}
 	waitCount(t, &ca.calls, 1)
 	release := hold(t, w)
-	parent.set(1, 1) // a's kill, now in the parent too
-	if err := os.RemoveAll(b.dir); err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := xb.Kills(); n != 0 {
-		t.Errorf("b's Kills = %d, want 0: the parent's rise was a's", n)
-	}
+	parentShowsAThenBGoes(t, parent, b, xb)
 	release()
 	if got := ca.calls.Load(); got != 1 {
 		t.Errorf("a's callback ran %d times, want 1", got)
@@ -195,23 +205,10 @@ func TestOOMGroupExitReadsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.set(0, 0)
-	parent.set(1, 1) // a's kill, now in the parent too
-	if err := os.RemoveAll(b.dir); err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := xb.Kills(); n != 0 {
-		t.Errorf("b's Kills = %d, want 0: the parent's rise was a's", n)
-	}
+	parentShowsAThenBGoes(t, parent, b, xb)
 	release()
 	waitCount(t, &ca.calls, 1)
-	// One more kill through the goroutine, in a third scope: the
-	// callbacks for the writes above have been made once it is seen.
-	c := fakeV2At(t, filepath.Join(parent.dir, "c.scope"))
-	var cc counted
-	watch(t, w, c, cc.onKill)
-	c.set(1, 1)
-	parent.set(2, 2)
-	waitCount(t, &cc.calls, 1)
+	flush(t, w, parent)
 	if calls, last := ca.calls.Load(), ca.last.Load(); calls != 1 || last != 1 {
 		t.Errorf("a's callback: %d calls, last counter %d; want 1 call with 1", calls, last)
 	}
