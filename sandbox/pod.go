@@ -11,11 +11,14 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sandbox-shim/containerd-shim-sandbox-v2/cgroups"
 )
 
 // The pod, when containerd hands it to the shim (CRI `sandboxer =
@@ -139,8 +142,10 @@ type CreateSandboxRequest struct {
 // consumes the claim the `start` for the sandbox id took, as a task
 // Create does. Repeated for the same pod, it succeeds.
 func (m *Manager) CreateSandbox(ctx context.Context, req CreateSandboxRequest) error {
-	if req.ID == "" {
-		return fmt.Errorf("create sandbox: id is empty: %w", errdefs.ErrInvalidArgument)
+	// The id names the holder's cgroup (holderCgroup): no path may
+	// escape the pod cgroup through it.
+	if err := identifiers.Validate(req.ID); err != nil {
+		return fmt.Errorf("create sandbox: id: %w", err)
 	}
 	if !filepath.IsAbs(req.Bundle) || filepath.Clean(req.Bundle) != req.Bundle {
 		return fmt.Errorf("create sandbox %q: bundle %q is not a clean absolute path: %w", req.ID, req.Bundle, errdefs.ErrInvalidArgument)
@@ -261,7 +266,7 @@ func (m *Manager) StartSandbox(ctx context.Context, id string) (PodStatus, error
 	}
 	cmd, exitCh, err := startHolder(m.reaper, m.holderExe, hs, p.cfg.IpcMode == NamespaceNode, p.cfg.NetworkMode == NamespaceNode)
 	if err == nil && p.cgroup != "" {
-		if err = placeInPodCgroup(p.cgroup, cmd.Process.Pid); err != nil {
+		if err = placeInPodCgroup(cgroups.DefaultRoot, p.cgroup, p.id, cmd.Process.Pid); err != nil {
 			_ = cmd.Process.Kill()
 			<-exitCh
 			_ = cmd.Process.Release()

@@ -72,23 +72,37 @@ func hierarchyDirs(root, rel string) ([]string, bool, error) {
 	return dirs, false, nil
 }
 
-// placeInPodCgroup creates the pod cgroup where it is missing and moves
-// pid into it.
-func placeInPodCgroup(rel string, pid int) error {
-	return placeIn("/sys/fs/cgroup", rel, pid)
+// placeInPodCgroup creates the pod cgroup rel under root where it is
+// missing and moves the holder, pid, into holderCgroup(rel, id), a leaf
+// below it.
+func placeInPodCgroup(root, rel, id string, pid int) error {
+	return placeIn(root, holderCgroup(rel, id), pid)
+}
+
+// holderCgroup is the holder's cgroup: a leaf of the pod cgroup rel named
+// by the sandbox id, where the pause container's cgroup is. Not rel
+// itself: on cgroup v2 a cgroup with processes cannot give controllers
+// to its children (the no-internal-process rule: its
+// cgroup.subtree_control refuses them with EBUSY), so with the holder in
+// the pod cgroup the containers' cgroups get none; runc 1.1.5 then turns
+// such a cgroup threaded, whose cgroup.procs it cannot read to kill the
+// container (EOPNOTSUPP), and StopPodSandbox hangs. v1 has the same
+// layout, one for both.
+func holderCgroup(rel, id string) string {
+	return filepath.Join(rel, id)
 }
 
 func placeIn(root, rel string, pid int) error {
 	dirs, _, err := hierarchyDirs(root, rel)
 	if err != nil {
-		return fmt.Errorf("pod cgroup %q: %w", rel, err)
+		return fmt.Errorf("cgroup %q: %w", rel, err)
 	}
 	for _, dir := range dirs {
 		if err := mkdirCgroup(dir); err != nil {
-			return fmt.Errorf("pod cgroup %q: %w", dir, err)
+			return fmt.Errorf("cgroup %q: %w", dir, err)
 		}
 		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
-			return fmt.Errorf("pod cgroup %q: %w", dir, err)
+			return fmt.Errorf("cgroup %q: %w", dir, err)
 		}
 	}
 	return nil

@@ -123,8 +123,9 @@ func TestCgroupPath(t *testing.T) {
 }
 
 // TestPodCgroup runs a pod under a cgroup parent of its own on this
-// host's hierarchies (v1 here, v2 in the guest): the holder is placed,
-// metrics read, resources written, the cgroup removed on shutdown.
+// host's hierarchies (v1 here, v2 in the guest): the holder is placed in
+// its leaf, metrics read, resources written, the cgroup removed on
+// shutdown.
 func TestPodCgroup(t *testing.T) {
 	h := newPodHarness(t)
 	ctx := context.Background()
@@ -146,8 +147,8 @@ func TestPodCgroup(t *testing.T) {
 		if strings.Contains(line, ":name=") && !strings.Contains(line, "systemd") {
 			continue
 		}
-		if !strings.HasSuffix(line, ":"+parent) {
-			t.Errorf("holder cgroup line %q: want it under %s", line, parent)
+		if want := ":" + parent + "/pod1"; !strings.HasSuffix(line, want) {
+			t.Errorf("holder cgroup line %q: want it to end in %q (holderCgroup)", line, want)
 		}
 	}
 	m, err := h.m.SandboxMetrics(ctx, "pod1")
@@ -186,6 +187,71 @@ func TestPodCgroup(t *testing.T) {
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Errorf("pod cgroup %s left after ShutdownSandbox: %v", dir, err)
 		}
+	}
+}
+
+// TestPlaceHolder places a holder into fake v2 and v1 layouts: it goes
+// into the leaf named by the sandbox id in every hierarchy, never into
+// the pod cgroup itself, which on v2 could then not give controllers to
+// the containers' cgroups (holderCgroup).
+func TestPlaceHolder(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		hierarchies []string // "" is a v2 root
+	}{
+		{"v2", []string{""}},
+		{"v1", []string{"cpu,cpuacct", "memory", "pids", "unified"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			for _, h := range tt.hierarchies {
+				if err := os.MkdirAll(filepath.Join(root, h), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(root, h, "cgroup.procs"), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.hierarchies[0] == "" {
+				if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("cpu memory pids"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			const pod, id, pid = "/kubepods/pod1", "sbx1", 4242
+			if err := placeInPodCgroup(root, pod, id, pid); err != nil {
+				t.Fatalf("placeInPodCgroup: %v", err)
+			}
+			for _, h := range tt.hierarchies {
+				procs := filepath.Join(root, h, pod, id, "cgroup.procs")
+				if got, err := os.ReadFile(procs); err != nil || string(got) != "4242" {
+					t.Errorf("%s: got %q (%v), want %q", procs, got, err, "4242")
+				}
+				podProcs := filepath.Join(root, h, pod, "cgroup.procs")
+				if _, err := os.Stat(podProcs); !os.IsNotExist(err) {
+					t.Errorf("%s: got %v, want nothing written to the pod cgroup itself", podProcs, err)
+				}
+			}
+		})
+	}
+}
+
+// TestCreateSandboxID: the sandbox id names the holder's cgroup, so one
+// that is not a containerd identifier is refused before anything is made.
+func TestCreateSandboxID(t *testing.T) {
+	h := newPodHarness(t)
+	ctx := context.Background()
+	for _, id := range []string{"", "..", "../../escape", "a/b", ".hidden"} {
+		t.Run(id, func(t *testing.T) {
+			err := h.m.CreateSandbox(ctx, CreateSandboxRequest{ID: id, Bundle: h.bundle})
+			if !errdefs.IsInvalidArgument(err) {
+				t.Errorf("CreateSandbox id %q: got %v, want InvalidArgument", id, err)
+			}
+		})
+	}
+	h.m.mu.Lock()
+	defer h.m.mu.Unlock()
+	if h.m.pod != nil {
+		t.Errorf("pod %q made from an invalid id", h.m.pod.id)
 	}
 }
 

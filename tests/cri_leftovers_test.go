@@ -18,8 +18,10 @@ import (
 // container inits) or in its cgroup; mounts whose path names an id;
 // files, directories and fifos named by an id under the daemon's
 // directory (bundles, CRI state and root, fifos), in runc's state root and
-// in the pod's cgroup; the pod shim's socket; and containerd, snapshot and
-// CRI objects that still know an id.
+// in the pod's cgroup (every v1 hierarchy, or the v2 one); the pod cgroup
+// itself if the shim held the pod (its to remove; with a pause container
+// the kubelet's); the pod shim's socket; and containerd, snapshot and CRI
+// objects that still know an id.
 func (p *criPod) leftovers(ids []string, pids []int) []string {
 	e := p.e
 	var out []string
@@ -51,6 +53,16 @@ func (p *criPod) leftovers(ids []string, pids []int) []string {
 	}
 	roots := []string{e.d.dir, filepath.Join("/run/containerd/runc", criNamespace)}
 	cgRoots, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", cgroup))
+	if cgroupV2() {
+		cgRoots = []string{filepath.Join("/sys/fs/cgroup", cgroup)}
+	}
+	if p.sandboxer {
+		for _, dir := range cgRoots {
+			if _, err := os.Stat(dir); err == nil {
+				out = append(out, "pod cgroup "+dir)
+			}
+		}
+	}
 	roots = append(roots, cgRoots...)
 	for _, root := range roots {
 		// Every fifo is reported; of a named directory, only the topmost

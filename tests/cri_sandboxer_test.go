@@ -55,7 +55,10 @@ import (
 	"testing"
 	"time"
 
+	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -622,9 +625,10 @@ func TestCRISandboxerNoPauseImage(t *testing.T) {
 // them with no grace period, as in the pause mode: exit 137) and the
 // holder, and the pod is NotReady while its shim stays for
 // RemovePodSandbox; a second StopPodSandbox succeeds.
-// RemovePodSandbox then leaves no process, mount, cgroup, file or record
-// (leftovers, which covers the sandbox bundle and containerd's sandbox
-// record too), and the shim exits.
+// RemovePodSandbox then leaves no process, mount, cgroup (the pod cgroup
+// included, in every v1 hierarchy or the v2 one: the shim made it), file
+// or record (leftovers, which covers the sandbox bundle and containerd's
+// sandbox record too), and the shim exits.
 func TestCRISandboxerStopRemove(t *testing.T) {
 	e := newSandboxerEnv(t)
 	p := e.runPod("stopremove")
@@ -660,12 +664,45 @@ func TestCRISandboxerStopRemove(t *testing.T) {
 	}
 }
 
+// sandboxMetrics returns the shim's SandboxMetrics of pod p, through
+// containerd's sandbox controller: the memory usage and limit and the
+// pids count of the cgroups v2 Metrics on a v2 host, of the v1 Metrics
+// otherwise (the other type fails t).
+func (p *criPod) sandboxMetrics() (usage, limit, pids uint64) {
+	t := p.e.t
+	t.Helper()
+	m, err := p.e.d.client.SandboxController(sandboxerName).Metrics(p.e.ctx, p.id)
+	if err != nil {
+		t.Fatalf("SandboxMetrics of pod %s: %v", p.name, err)
+	}
+	v, err := typeurl.UnmarshalAny(m.GetData())
+	if err != nil {
+		t.Fatalf("SandboxMetrics of pod %s: data %s: %v", p.name, m.GetData().GetTypeUrl(), err)
+	}
+	switch s := v.(type) {
+	case *v2stats.Metrics:
+		if cgroupV2() {
+			return s.GetMemory().GetUsage(), s.GetMemory().GetUsageLimit(), s.GetPids().GetCurrent()
+		}
+	case *v1stats.Metrics:
+		if !cgroupV2() {
+			u := s.GetMemory().GetUsage()
+			return u.GetUsage(), u.GetLimit(), s.GetPids().GetCurrent()
+		}
+	}
+	t.Fatalf("SandboxMetrics of pod %s: type %T (%s) on a cgroup v2 host %v, want the host's cgroups Metrics", p.name, v, m.GetData().GetTypeUrl(), cgroupV2())
+	return 0, 0, 0
+}
+
 // TestCRISandboxerStatsUpdate: CRI's pod stats come from the shim's
 // SandboxMetrics of the pod cgroup: ListPodSandboxStats and
 // PodSandboxStats list the pod with CPU and memory stats, its memory at
 // least the 16 MiB its app wrote to /dev/shm, and the app among its
-// containers. UpdatePodSandboxResources (the shim's UpdateSandbox) sets
-// the pod cgroup's memory limit, CPU shares and quota, and CRI's verbose
+// containers. SandboxMetrics itself is the host's cgroups Metrics type
+// (v2 on a v2 host) with that memory and the holder and the app counted.
+// UpdatePodSandboxResources (the shim's UpdateSandbox) sets the pod
+// cgroup's memory limit, CPU shares and quota (their v2 files on v2),
+// SandboxMetrics reports the pod cgroup's new limit, and CRI's verbose
 // status reports the resources.
 func TestCRISandboxerStatsUpdate(t *testing.T) {
 	e := newSandboxerEnv(t)
@@ -707,6 +744,10 @@ func TestCRISandboxerStatsUpdate(t *testing.T) {
 		}
 	}
 
+	if usage, _, pids := p.sandboxMetrics(); usage < filled || pids < 2 {
+		t.Errorf("SandboxMetrics: memory usage %d, pids %d; want at least the %d bytes its app wrote and 2 (the holder, the app)", usage, pids, filled)
+	}
+
 	res := &runtimeapi.LinuxContainerResources{
 		MemoryLimitInBytes: 256 << 20, CpuShares: 512, CpuPeriod: 100000, CpuQuota: 50000,
 	}
@@ -729,6 +770,9 @@ func TestCRISandboxerStatsUpdate(t *testing.T) {
 		if got := strings.TrimSpace(string(data)); err != nil || got != want {
 			t.Errorf("pod cgroup %s = %q (%v), want %q", path, got, err, want)
 		}
+	}
+	if _, limit, _ := p.sandboxMetrics(); limit != uint64(res.MemoryLimitInBytes) {
+		t.Errorf("SandboxMetrics after UpdatePodSandboxResources: memory limit %d, want the pod cgroup's %d", limit, res.MemoryLimitInBytes)
 	}
 	var info struct {
 		Resources struct {

@@ -39,10 +39,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 : "${SHIMTEST_ROOT:=/opt/shimtest}"
 : "${VM_RUNTIMES:=io.containerd.sandbox.v2 io.containerd.runc.v2}"
 # Lifecycle and exit codes, exec, pause/resume/kill, stats, update, the
-# leak test, crun, CRI stats and OOMKilled, and the v2 tests
-# (cgroupv2_test.go). TestLifecycle is
+# leak test, crun, CRI stats and OOMKilled, the shim-held pod's
+# (sandboxer = "shim") stats and update, stop and remove, and namespaces
+# (they skip for the runc shim, which cannot hold a pod), and the v2
+# tests (cgroupv2_test.go). TestLifecycle is
 # cut to its 2.4.2 subtest: the guest has no other daemon.
-: "${VM_RUN:=^(TestCgroupV2.*|TestLifecycle|TestExitCodes|TestSIGTERMTrap|TestExec|TestExitStatusAnswerable|TestInitKilledBeforeStart|TestInitExitRefusesExecStart|TestInitExitDuringExecStart|TestSharedPidNamespaceExit|TestEventOrder|TestExecEventOrder|TestTaskControl|TestKillAfterExit|TestKillDeletedByRuntime|TestKillPaused|TestDirectStartDelete|TestPodShimNoLeaks|TestCrunLifecycle|TestRuntimeOptions|TestCRIContainerStats|TestCRIOOMKilled)\$}"
+: "${VM_RUN:=^(TestCgroupV2.*|TestLifecycle|TestExitCodes|TestSIGTERMTrap|TestExec|TestExitStatusAnswerable|TestInitKilledBeforeStart|TestInitExitRefusesExecStart|TestInitExitDuringExecStart|TestSharedPidNamespaceExit|TestEventOrder|TestExecEventOrder|TestTaskControl|TestKillAfterExit|TestKillDeletedByRuntime|TestKillPaused|TestDirectStartDelete|TestPodShimNoLeaks|TestCrunLifecycle|TestRuntimeOptions|TestCRIContainerStats|TestCRIOOMKilled|TestCRISandboxerStatsUpdate|TestCRISandboxerStopRemove|TestCRISandboxerNamespaces)\$}"
 : "${VM_SKIP:=^TestLifecycle\$/^(2\.2|1\.6)\$}"
 : "${VM_SYSTEMD_RUN:=^TestCgroupV2Systemd\$}"
 : "${VM_BOOTS:=plain systemd}"
