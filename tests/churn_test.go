@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -46,13 +45,7 @@ func TestGroupChurn(t *testing.T) {
 	case isSandboxRuntime():
 		total = 100
 	}
-	if s := os.Getenv("SHIM_TEST_CHURN"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("SHIM_TEST_CHURN=%q: want a positive count", s)
-		}
-		total = n
-	}
+	total = countFromEnv(t, "SHIM_TEST_CHURN", total)
 	img := e.image()
 	fifoDir := e.d.dir + "/fifo"
 	if err := os.MkdirAll(fifoDir, 0o700); err != nil {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -221,4 +222,19 @@ func pollUntil(timeout time.Duration, cond func() bool) bool {
 // contextWithTimeout derives a context from the test's, bounded by d.
 func contextWithTimeout(e *env, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(e.ctx, d)
+}
+
+// countFromEnv is the positive count in the environment variable name,
+// or def when it is unset.
+func countFromEnv(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive count", name, s)
+	}
+	return n
 }

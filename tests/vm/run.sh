@@ -116,7 +116,7 @@ job_env() {
 	printf 'VM_TEST_TIMEOUT=%q\n' "$VM_TEST_TIMEOUT"
 	printf 'VM_CMD=%q\n' "$VM_CMD"
 	printf 'export SHIMTEST_ROOT=%q\n' "$SHIMTEST_ROOT"
-	echo 'export SHIM_TEST_CONTAINERD=2.4.2 SHIM_TEST_STRICT=1 SHIM_TEST_CGROUPV2=1'
+	echo 'export SHIM_TEST_CONTAINERD=2.4.2 SHIM_TEST_STRICT=1 SHIM_TEST_CGROUPV2=1 SHIM_TEST_LEAK_CYCLES=10'
 	echo 'export SHIM_TEST_SHIM=/shimtest/bin/containerd-shim-sandbox-v2 SHIM_TEST_PAUSE=/shimtest/bin/pause'
 	[[ $1 != systemd ]] || echo 'export SHIM_TEST_SYSTEMD=1'
 	# The daemons' roots on the ext4 disk, not in memory: a container's
